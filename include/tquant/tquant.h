@@ -1,0 +1,20 @@
+#pragma once
+
+/// tquant: post-training quantization and quantization-aware training for LibTorch.
+///
+/// Layers (each uses only those above it):
+///   formats.h            dtypes, symmetric / affine, granularity, QuantSpec
+///   qparams.h            QParams and min/max -> scale / zero point
+///   functional.h         quantize, dequantize, fake_quantize (STE, clipped STE, LSQ)
+///   histogram_search.h   percentile, entropy and MSE range searches on a histogram
+///   observer.h           min-max observers (running, moving average, per channel)
+///   histogram_observer.h histogram observer (per tensor and per channel)
+///   fake_quantize.h      FakeQuantize and LearnableFakeQuantize modules
+
+#include "tquant/formats.h"
+#include "tquant/qparams.h"
+#include "tquant/functional.h"
+#include "tquant/histogram_search.h"
+#include "tquant/observer.h"
+#include "tquant/histogram_observer.h"
+#include "tquant/fake_quantize.h"

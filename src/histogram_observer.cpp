@@ -1,0 +1,308 @@
+#include "tquant/histogram_observer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include <ATen/ATen.h>
+
+namespace tquant {
+
+namespace {
+
+constexpr const char* kKind = "HistogramObserver";
+constexpr int64_t kDefaultGrowthLimit = 16;  // max_bins = 16 * bins unless set
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/// Merges adjacent bins of a 1-D row in groups of `factor` (zero-padding the end).
+at::Tensor merge_bins(const at::Tensor& row, int64_t factor) {
+  const int64_t len = row.size(0);
+  const int64_t padded = ceil_div(len, factor) * factor;
+  return at::constant_pad_nd(row, {0, padded - len}).reshape({-1, factor}).sum(1);
+}
+
+/// Moves counts of bins of width src_width onto bins of width dst_width, spreading each
+/// source bin's count over the destination bins it overlaps (uniform density inside a bin).
+/// Mass beyond the last destination bin goes into the last bin.
+std::vector<double> rebin_uniform(const double* src, int64_t src_len, double src_width,
+                                  int64_t dst_len, double dst_width) {
+  std::vector<double> dst(dst_len, 0.0);
+  for (int64_t j = 0; j < src_len; ++j) {
+    if (src[j] == 0.0) continue;
+    if (src_width == 0.0 || dst_width == 0.0) {
+      dst[0] += src[j];
+      continue;
+    }
+    const double lo = j * src_width;
+    const double hi = lo + src_width;
+    int64_t k = std::min<int64_t>(static_cast<int64_t>(lo / dst_width), dst_len - 1);
+    for (; k < dst_len; ++k) {
+      const double b_lo = k * dst_width;
+      const double b_hi = (k == dst_len - 1) ? std::max(hi, b_lo + dst_width) : b_lo + dst_width;
+      const double overlap = std::min(hi, b_hi) - std::max(lo, b_lo);
+      if (overlap > 0) dst[k] += src[j] * overlap / src_width;
+      if (b_hi >= hi) break;
+    }
+  }
+  return dst;
+}
+
+}  // namespace
+
+HistogramObserverImpl::HistogramObserverImpl(HistogramObserverOptions options_)
+    : options(std::move(options_)) {
+  reset();
+}
+
+void HistogramObserverImpl::reset() {
+  check_spec(options.spec());
+  TORCH_CHECK_NOT_IMPLEMENTED(options.spec().granularity() != Granularity::kPerBlock, kKind,
+                              " supports per-tensor and per-channel granularity, got per_block");
+  TORCH_CHECK_VALUE(options.bins() >= 2, kKind, ": expected at least 2 bins, got ",
+                    options.bins());
+  TORCH_CHECK_VALUE(options.max_bins() == 0 || options.max_bins() >= options.bins(), kKind,
+                    ": expected max_bins >= bins (", options.bins(), "), got ", options.max_bins());
+  counts = register_buffer("counts", at::empty({0, 0}, at::kDouble));
+  bin_width = register_buffer("bin_width", at::empty({0}, at::kDouble));
+  min_val = register_buffer("min_val", at::empty({0}));
+  max_val = register_buffer("max_val", at::empty({0}));
+}
+
+int64_t HistogramObserverImpl::channel_count(const at::Tensor& x) const {
+  if (options.spec().granularity() == Granularity::kPerTensor) return 1;
+  return x.size(canonical_axis(options.spec().axis(), x.dim(), kKind));
+}
+
+void HistogramObserverImpl::grow_to_cover(const at::Tensor& channel_amax) {
+  const bool per_tensor = options.spec().granularity() == Granularity::kPerTensor;
+  const int64_t cap = per_tensor ? (options.max_bins() > 0 ? options.max_bins()
+                                                           : kDefaultGrowthLimit * options.bins())
+                                 : options.bins();
+  auto amax = channel_amax.to(at::kCPU, at::kDouble).contiguous();
+  auto widths = bin_width.to(at::kCPU).contiguous();
+  const double* amax_data = amax.data_ptr<double>();
+  double* width_data = widths.data_ptr<double>();
+  std::vector<at::Tensor> rows;
+  bool changed = false;
+  for (int64_t c = 0; c < amax.numel(); ++c) {
+    const double target = amax_data[c];
+    double width = width_data[c];
+    if (!(target > 0.0)) continue;
+    if (width == 0.0) {
+      // First non-zero data of this channel: its width is fixed now (only zeros, in bin 0, so far).
+      width_data[c] = target / static_cast<double>(options.bins());
+      changed = true;
+      continue;
+    }
+    const int64_t len = counts.size(1);
+    const int64_t needed = static_cast<int64_t>(std::ceil(target / width));
+    if (needed <= len) continue;
+    int64_t factor = 1;
+    while (ceil_div(needed, factor) > cap) factor *= 2;
+    auto row = counts[c];
+    if (factor > 1) row = merge_bins(row, factor);
+    const int64_t new_len = per_tensor ? std::max(row.size(0), ceil_div(needed, factor)) : len;
+    row = at::constant_pad_nd(row, {0, new_len - row.size(0)});
+    width_data[c] = width * static_cast<double>(factor);
+    if (per_tensor) {
+      counts.set_data(row.unsqueeze(0).contiguous());
+    } else {
+      counts[c].copy_(row);
+    }
+    changed = true;
+  }
+  if (changed) bin_width.set_data(widths.to(bin_width.device()));
+}
+
+void HistogramObserverImpl::add_per_tensor(const at::Tensor& abs_x) {
+  const double width = bin_width.item<double>();
+  const int64_t len = counts.size(1);
+  if (width == 0.0) {
+    counts[0][0] += static_cast<double>(abs_x.numel());
+    return;
+  }
+  // histc puts a value equal to the upper edge into the last bin, as NVIDIA's collector does.
+  auto hist = at::histc(abs_x, len, 0.0, static_cast<double>(len) * width);
+  counts.add_(hist.to(counts.device(), at::kDouble).unsqueeze(0));
+}
+
+void HistogramObserverImpl::add_per_channel(const at::Tensor& abs_rows, const at::Tensor& weights) {
+  const int64_t channels = abs_rows.size(0);
+  const int64_t len = counts.size(1);
+  auto width = bin_width.to(abs_rows.device(), at::kFloat);
+  auto safe_width = at::where(width > 0, width, at::ones_like(width)).unsqueeze(1);
+  auto index = at::floor(abs_rows / safe_width).clamp(0, len - 1).to(at::kLong);
+  index += (at::arange(channels, index.options()) * len).unsqueeze(1);
+  auto hist = weights.defined()
+                  ? at::bincount(index.flatten(), weights.flatten(), channels * len)
+                  : at::bincount(index.flatten(), {}, channels * len);
+  counts.add_(hist.to(counts.device(), at::kDouble).reshape({channels, len}));
+}
+
+at::Tensor HistogramObserverImpl::observe(const at::Tensor& x) {
+  detail::check_observed_input(x, kKind);
+  at::NoGradGuard no_grad;
+  const auto& spec = options.spec();
+  auto xd = x.detach();
+  auto [lo, hi] = detail::finite_min_max(xd, spec, options.non_finite(), kKind);
+  at::Tensor finite;
+  if (options.non_finite() == NonFinitePolicy::kIgnore && !at::isfinite(xd).all().item<bool>()) {
+    finite = at::isfinite(xd);
+  }
+  const int64_t channels = channel_count(xd);
+  lo = lo.reshape({channels}).to(min_val.device(), at::kFloat);
+  hi = hi.reshape({channels}).to(max_val.device(), at::kFloat);
+  if (!has_data()) {
+    counts.set_data(at::zeros({channels, options.bins()}, counts.options()));
+    bin_width.set_data(at::zeros({channels}, bin_width.options()));
+    min_val.set_data(lo);
+    max_val.set_data(hi);
+  } else {
+    TORCH_CHECK_VALUE(channels == counts.size(0), kKind, ": expected ", counts.size(0),
+                      " channels along axis ", spec.axis(), " as in earlier batches, got ",
+                      channels, " from an input of shape ", x.sizes());
+    min_val.set_data(at::minimum(min_val, lo));
+    max_val.set_data(at::maximum(max_val, hi));
+  }
+  grow_to_cover(at::maximum(-lo, hi));
+
+  if (spec.granularity() == Granularity::kPerTensor) {
+    auto abs_x = xd.abs().to(at::kFloat);
+    if (finite.defined()) abs_x = abs_x.masked_select(finite);
+    add_per_tensor(abs_x);
+  } else {
+    const int64_t axis = canonical_axis(spec.axis(), xd.dim(), kKind);
+    auto rows = xd.movedim(axis, 0).reshape({channels, -1}).abs().to(at::kFloat);
+    at::Tensor weights;
+    if (finite.defined()) {
+      auto finite_rows = finite.movedim(axis, 0).reshape({channels, -1});
+      rows = at::where(finite_rows, rows, at::zeros({}, rows.options()));
+      weights = finite_rows.to(at::kFloat);
+    }
+    add_per_channel(rows, weights);
+  }
+  return x;
+}
+
+at::Tensor HistogramObserverImpl::shape_for_spec(const at::Tensor& per_channel) const {
+  return options.spec().granularity() == Granularity::kPerTensor ? per_channel.reshape({})
+                                                                 : per_channel;
+}
+
+at::Tensor HistogramObserverImpl::abs_max() const {
+  TORCH_CHECK_VALUE(has_data(), kKind, ": no data observed yet");
+  return shape_for_spec(at::maximum(-min_val, max_val).clamp_min(0));
+}
+
+at::Tensor HistogramObserverImpl::compute_amax(CalibrationMethod method) const {
+  return compute_amax(method, options.search());
+}
+
+at::Tensor HistogramObserverImpl::compute_amax(CalibrationMethod method,
+                                               const RangeSearchOptions& search) const {
+  TORCH_CHECK_VALUE(has_data(), kKind, ": no data observed yet; run calibration before asking "
+                    "for a range");
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      is_integer(options.spec().dtype()) ||
+          (method != CalibrationMethod::kEntropy && method != CalibrationMethod::kMse),
+      kKind, ": the ", to_string(method), " search models an integer grid; for ",
+      to_string(options.spec().dtype()), " use max or percentile");
+  auto host_counts = counts.to(at::kCPU).contiguous();
+  auto host_width = bin_width.to(at::kCPU).contiguous();
+  auto host_abs_max = at::maximum(-min_val, max_val).to(at::kCPU, at::kDouble).contiguous();
+  const int64_t channels = host_counts.size(0);
+  const int64_t len = host_counts.size(1);
+  auto amax = at::empty({channels}, at::kFloat);
+  for (int64_t c = 0; c < channels; ++c) {
+    HistogramView view{host_counts.data_ptr<double>() + c * len, len,
+                       host_width.data_ptr<double>()[c]};
+    const double abs_max = std::max(0.0, host_abs_max.data_ptr<double>()[c]);
+    double value = view.bin_width == 0.0
+                       ? 0.0  // only zeros seen in this channel
+                       : search_amax(view, method, search, options.spec(), abs_max);
+    amax.data_ptr<float>()[c] = static_cast<float>(std::min(value, abs_max));
+  }
+  return shape_for_spec(amax.to(min_val.device()));
+}
+
+QParams HistogramObserverImpl::calculate_qparams() {
+  auto amax = compute_amax(options.method());
+  if (options.spec().symmetric()) return qparams_from_amax(amax, options.spec(), options.eps());
+  auto lo = at::maximum(shape_for_spec(min_val), -amax);
+  auto hi = at::minimum(shape_for_spec(max_val), amax);
+  return tquant::calculate_qparams(lo, hi, options.spec(), options.eps());
+}
+
+void HistogramObserverImpl::set_method(CalibrationMethod method) { options.method(method); }
+
+void HistogramObserverImpl::set_method(CalibrationMethod method, double percentile) {
+  TORCH_CHECK_VALUE(percentile >= 0.0 && percentile <= 100.0, kKind,
+                    ": expected 0 <= percentile <= 100, got ", percentile);
+  options.method(method);
+  options.search().percentile(percentile);
+}
+
+void HistogramObserverImpl::reset_stats() {
+  counts.set_data(at::empty({0, 0}, counts.options()));
+  bin_width.set_data(at::empty({0}, bin_width.options()));
+  min_val.set_data(at::empty({0}, min_val.options()));
+  max_val.set_data(at::empty({0}, max_val.options()));
+}
+
+void HistogramObserverImpl::merge(const ObserverBase& other_base) {
+  const auto* other = dynamic_cast<const HistogramObserverImpl*>(&other_base);
+  TORCH_CHECK_TYPE(other != nullptr, kKind, ": can only merge another HistogramObserver");
+  TORCH_CHECK_VALUE(to_string(other->options.spec()) == to_string(options.spec()) &&
+                        other->options.bins() == options.bins(),
+                    kKind, ": cannot merge observers of different specs or bin counts: ",
+                    to_string(options.spec()), " (", options.bins(), " bins) and ",
+                    to_string(other->options.spec()), " (", other->options.bins(), " bins)");
+  if (!other->has_data()) return;
+  if (!has_data()) {
+    counts.set_data(other->counts.to(counts.device()).clone());
+    bin_width.set_data(other->bin_width.to(bin_width.device()).clone());
+    min_val.set_data(other->min_val.to(min_val.device()).clone());
+    max_val.set_data(other->max_val.to(max_val.device()).clone());
+    return;
+  }
+  TORCH_CHECK_VALUE(other->counts.size(0) == counts.size(0), kKind, ": cannot merge ",
+                    other->counts.size(0), " channels into ", counts.size(0));
+  auto other_lo = other->min_val.to(min_val.device());
+  auto other_hi = other->max_val.to(max_val.device());
+  grow_to_cover(at::maximum(-other_lo, other_hi));
+  min_val.set_data(at::minimum(min_val, other_lo));
+  max_val.set_data(at::maximum(max_val, other_hi));
+
+  auto src = other->counts.to(at::kCPU).contiguous();
+  auto src_width = other->bin_width.to(at::kCPU).contiguous();
+  auto dst_width = bin_width.to(at::kCPU).contiguous();
+  const int64_t len = counts.size(1);
+  auto added = at::empty({counts.size(0), len}, at::kDouble);
+  for (int64_t c = 0; c < counts.size(0); ++c) {
+    auto moved = rebin_uniform(src.data_ptr<double>() + c * src.size(1), src.size(1),
+                               src_width.data_ptr<double>()[c], len,
+                               dst_width.data_ptr<double>()[c]);
+    std::copy(moved.begin(), moved.end(), added.data_ptr<double>() + c * len);
+  }
+  counts.add_(added.to(counts.device()));
+}
+
+std::string HistogramObserverImpl::describe() const {
+  std::ostringstream out;
+  out << kKind << " " << to_string(options.spec()) << " " << to_string(options.method());
+  if (options.method() == CalibrationMethod::kPercentile) out << "(" << options.search().percentile() << ")";
+  if (has_data()) {
+    out << ", " << counts.size(1) << " bins, |x| <= " << at::maximum(-min_val, max_val).max().item<float>();
+  } else {
+    out << ", (no data)";
+  }
+  return out.str();
+}
+
+void HistogramObserverImpl::pretty_print(std::ostream& stream) const {
+  stream << "tquant::" << kKind << "(" << to_string(options.spec()) << ", "
+         << to_string(options.method()) << ", bins=" << options.bins() << ")";
+}
+
+}  // namespace tquant
