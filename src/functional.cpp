@@ -15,18 +15,20 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 /// Returns a precomputed fake-quant result; backward passes the gradient through, masked by
-/// `mask` (0 where the input was clamped) when a mask is given.
+/// `mask` (0 where the input was clamped) when `clip` is set.
 struct StraightThrough : public torch::autograd::Function<StraightThrough> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& result,
-                            const at::Tensor& mask) {
+                            const at::Tensor& mask, bool clip) {
     (void)x;
+    ctx->saved_data["clip"] = clip;
     ctx->save_for_backward({mask});
     return result;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    auto mask = ctx->get_saved_variables()[0];
-    auto grad = grad_outputs[0];
-    return {mask.defined() ? grad * mask : grad, at::Tensor(), at::Tensor()};
+    const auto& grad = grad_outputs[0];
+    const bool clip = ctx->saved_data["clip"].toBool();
+    auto passed = clip ? grad * ctx->get_saved_variables()[0] : grad;
+    return {passed, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -146,6 +148,7 @@ at::Tensor dequantize(const at::Tensor& q, const QParams& qparams, c10::ScalarTy
 
 at::Tensor fake_quantize(const at::Tensor& x, const QParams& qparams, GradientMode mode) {
   check_float_input(x, "fake_quantize");
+  check_qparams_match(qparams, x, "fake_quantize");
   at::Tensor result;
   at::Tensor mask;
   {
@@ -153,7 +156,7 @@ at::Tensor fake_quantize(const at::Tensor& x, const QParams& qparams, GradientMo
     std::tie(result, mask) = fake_quantize_with_mask(x.detach(), qparams);
   }
   if (!x.requires_grad()) return result;
-  return StraightThrough::apply(x, result, mode == GradientMode::kSteClipped ? mask : at::Tensor());
+  return StraightThrough::apply(x, result, mask, mode == GradientMode::kSteClipped);
 }
 
 at::Tensor fake_quantize_learnable(const at::Tensor& x, const at::Tensor& scale,
