@@ -49,8 +49,8 @@ double amax_percentile(const HistogramView& hist, double percentile);
 double amax_entropy(const HistogramView& hist, int64_t num_levels, int64_t start_bin = 128,
                     int64_t stride = 1);
 
-/// MSE search as in NVIDIA's _compute_amax_mse: each bin centre c_i (i >= start_bin, the last
-/// bin excluded) is tried as amax; the error is sum_j counts_j * (c_j - fq(c_j))^2 where fq
+/// MSE search as in NVIDIA's _compute_amax_mse: each bin centre c_i (start_bin <= i < num_bins)
+/// is tried as amax; the error is sum_j counts_j * (c_j - fq(c_j))^2 where fq
 /// quantizes to `steps` levels per amax (round half to even, clamped at floor(steps)).
 /// The first minimum wins.
 double amax_mse(const HistogramView& hist, double steps, int64_t start_bin = 128,

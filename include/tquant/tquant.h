@@ -10,6 +10,8 @@
 ///   observer.h           min-max observers (running, moving average, per channel)
 ///   histogram_observer.h histogram observer (per tensor and per channel)
 ///   fake_quantize.h      FakeQuantize and LearnableFakeQuantize modules
+///   qconfig.h            QConfig (activation / weight quantizer factories) and presets
+///   nn/quant_linear.h    QuantLinear: drop-in torch::nn::Linear twin with float / observe / fake-quant modes
 
 #include "tquant/formats.h"
 #include "tquant/qparams.h"
@@ -18,3 +20,5 @@
 #include "tquant/observer.h"
 #include "tquant/histogram_observer.h"
 #include "tquant/fake_quantize.h"
+#include "tquant/qconfig.h"
+#include "tquant/nn/quant_linear.h"

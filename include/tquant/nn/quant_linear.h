@@ -1,0 +1,104 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/options/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include "tquant/fake_quantize.h"
+#include "tquant/nn/quant_mode.h"
+#include "tquant/qconfig.h"
+
+namespace tquant {
+
+class QuantLinear;
+
+/// Quantizable twin of torch::nn::Linear:  y = x W^T + b.
+///
+/// Same options (torch::nn::LinearOptions), same parameters ("weight" [out, in] and "bias"
+/// [out], bias registered undefined when options.bias() is false), same initialization
+/// (kaiming_uniform_(weight, a = sqrt(5)); bias ~ U(-1/sqrt(in), 1/sqrt(in))), so a
+/// torch::nn::Linear's parameters or serialized state load into it unchanged.
+///
+/// The mode (see QuantMode) decides what forward computes:
+///   kFloat:     F::linear(x, weight, bias), bit for bit what torch::nn::Linear returns;
+///   kObserve:   the same output, while input_quantizer records x and weight_quantizer the
+///               weight (their fake quantization is off);
+///   kFakeQuant: F::linear(fq_in(x), fq_w(weight), bias) where fq is FakeQuantize's QDQ,
+///               differentiable with straight-through gradients, so any torch::optim optimizer
+///               trains weight and bias through it.
+///
+/// set_qconfig registers the quantizers as children "input_quantizer" (absent for weight-only
+/// configs) and "weight_quantizer", so named_modules(), to(device), serialization and clone()
+/// carry them. Until a QConfig is set the module has exactly torch::nn::Linear's state.
+///
+/// Switching to kFakeQuant freezes every quantizer whose observer has already seen data
+/// (scale and zero point computed once by update_qparams, observer turned off): NVIDIA's QAT
+/// recipe, which calibrates and then fine-tunes with the ranges fixed. A quantizer that has
+/// seen nothing keeps its observer on and refreshes its parameters at every step, as torch.ao's
+/// FakeQuantize does in QAT. To keep tracking a changing weight after calibration, call
+/// weight_quantizer->enable_observer() after set_mode.
+///
+/// The mode is a plain member, not state: it is copied by clone() but not serialized.
+///
+/// Example:
+///   auto fc = tquant::QuantLinear(torch::nn::LinearOptions(16, 8));
+///   fc->set_qconfig(tquant::int8_static_qconfig());
+///   fc->set_mode(tquant::QuantMode::kObserve);
+///   for (const auto& batch : calibration_batches) fc(batch);
+///   fc->set_mode(tquant::QuantMode::kFakeQuant);   // frozen qparams, QDQ from now on
+///   at::Tensor y = fc(x);
+class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl> {
+ public:
+  QuantLinearImpl(int64_t in_features, int64_t out_features)
+      : QuantLinearImpl(torch::nn::LinearOptions(in_features, out_features)) {}
+  explicit QuantLinearImpl(const torch::nn::LinearOptions& options_);
+
+  /// A float-mode QuantLinear with the options, training flag and a copy of the parameters
+  /// (same dtype, device and requires_grad) of `linear`.
+  static QuantLinear from_float(const torch::nn::Linear& linear);
+
+  /// Registers weight, bias and, when a QConfig is set, the quantizers.
+  void reset() override;
+  /// torch::nn::Linear's initialization of weight and bias.
+  void reset_parameters();
+  void pretty_print(std::ostream& stream) const override;
+
+  /// y = x W^T + b as the mode says (see the class comment). x: [..., in_features].
+  at::Tensor forward(const at::Tensor& input);
+
+  /// Builds fresh quantizers from `qconfig` (on the weight's device), replacing any earlier
+  /// ones, and applies the current mode to them.
+  void set_qconfig(const QConfig& qconfig);
+  /// The QConfig given to set_qconfig, if any.
+  const std::optional<QConfig>& qconfig() const { return qconfig_; }
+
+  /// Changes what forward computes; kObserve and kFakeQuant need a QConfig.
+  void set_mode(QuantMode mode);
+  QuantMode mode() const { return mode_; }
+
+  torch::nn::LinearOptions options;
+  /// [out_features, in_features].
+  at::Tensor weight;
+  /// [out_features], undefined when options.bias() is false.
+  at::Tensor bias;
+  /// Quantizer of the input; empty without a QConfig and for weight-only configs.
+  FakeQuantize input_quantizer{nullptr};
+  /// Quantizer of the weight; empty without a QConfig (or if the config has no weight factory).
+  FakeQuantize weight_quantizer{nullptr};
+
+ private:
+  void install_quantizers();
+  void apply_mode();
+  void check_input(const at::Tensor& input) const;
+
+  std::optional<QConfig> qconfig_;
+  QuantMode mode_ = QuantMode::kFloat;
+};
+TORCH_MODULE(QuantLinear);
+
+}  // namespace tquant

@@ -1,0 +1,100 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "tquant/fake_quantize.h"
+#include "tquant/formats.h"
+
+namespace tquant {
+
+/// Builds a fresh quantizer (a FakeQuantize module with its own observer) on every call, so
+/// each quantizable module gets quantizers that share no state with any other module.
+using QuantizerFactory = std::function<FakeQuantize()>;
+
+/// A factory that builds FakeQuantize(options) on every call.
+///
+/// Example:
+///   auto factory = tquant::fake_quantize_factory(tquant::FakeQuantizeOptions(
+///       tquant::observer_factory<tquant::MinMaxObserver>(tquant::MinMaxObserverOptions())));
+///   tquant::FakeQuantize quantizer = factory();
+QuantizerFactory fake_quantize_factory(FakeQuantizeOptions options);
+
+/// How one module is quantized: a factory for the quantizer of its input activation and one for
+/// the quantizer of its weight (torch.ao's QConfig(activation, weight), with FakeQuantize
+/// modules as the quantizers).
+///
+/// An empty factory means "leave that tensor in floating point": weight-only configs have no
+/// activation factory, and a module given one registers no "input_quantizer" child.
+///
+/// Example:
+///   tquant::QuantLinear fc(torch::nn::LinearOptions(768, 768));
+///   fc->set_qconfig(tquant::int8_static_qconfig());
+///
+///   // A custom config: affine uint8 activations with a running min-max observer.
+///   tquant::QConfig custom{
+///       tquant::fake_quantize_factory(tquant::FakeQuantizeOptions(
+///           tquant::observer_factory<tquant::MinMaxObserver>(tquant::MinMaxObserverOptions(
+///               tquant::QuantSpec(tquant::QuantDtype::kUInt8).symmetric(false))))),
+///       tquant::int8_static_qconfig().weight};
+struct QConfig {
+  /// Quantizer of a module's input activation; empty keeps activations in floating point.
+  QuantizerFactory activation;
+  /// Quantizer of a module's weight; empty keeps the weight in floating point.
+  QuantizerFactory weight;
+
+  bool quantizes_activations() const { return static_cast<bool>(activation); }
+  bool quantizes_weights() const { return static_cast<bool>(weight); }
+};
+
+/// Checks that a QConfig quantizes something; `what` names the module in the error.
+void check_qconfig(const QConfig& qconfig, const std::string& what);
+
+/// Spec of the preset int8 weights: symmetric, narrow range, one scale per output channel
+/// (axis 0 of a [out_features, in_features] weight):
+///   scale[c] = max(|min_c|, |max_c|) / 127,  zero_point = 0,  q in [-127, 127].
+/// Narrow range as in TensorRT and NVIDIA's quantization tools: scale = amax / 127 and the
+/// integer GEMM never meets -128, so the weight range stays symmetric.
+QuantSpec int8_per_channel_weight_spec();
+
+/// Spec of the preset int8 activations: symmetric, narrow range, one scale per tensor:
+///   scale = amax / 127,  zero_point = 0,  q in [-127, 127].
+/// Symmetric (not torch.ao's affine uint8) so an int8 x int8 GEMM needs no zero-point
+/// correction, as in TensorRT's explicit-quantization networks.
+QuantSpec int8_per_tensor_activation_spec();
+
+/// Spec of the preset int4 weights: symmetric, narrow range, one scale per `block_size`
+/// consecutive input features (axis 1 of a [out_features, in_features] weight):
+///   scale[o, b] = max |w[o, b*B : (b+1)*B]| / 7,  zero_point = 0,  q in [-7, 7].
+/// in_features must be a multiple of block_size.
+QuantSpec int4_per_block_weight_spec(int64_t block_size = 128);
+
+/// Post-training static int8 (calibrate, then simulate or convert):
+///   weight:     PerChannelMinMaxObserver, int8_per_channel_weight_spec() (axis 0);
+///   activation: HistogramObserver, int8_per_tensor_activation_spec(), percentile method with
+///               NVIDIA's default percentile 99.99: amax is the left edge of the histogram bin
+///               where the cumulative count of |x| reaches 99.99 %. The method can be changed
+///               after calibration with HistogramObserver::set_method.
+/// Gradients: clipped straight-through (GradientMode::kSteClipped).
+QConfig int8_static_qconfig();
+
+/// Quantization-aware training with int8 (torch.ao's default QAT config, symmetric):
+///   activation: MovingAverageMinMaxObserver (averaging constant c = 0.01:
+///               min <- min + c * (batch_min - min), likewise max), int8_per_tensor_activation_spec();
+///   weight:     PerChannelMinMaxObserver, int8_per_channel_weight_spec() (axis 0).
+/// Min-max observers are cheap enough to run at every training step, as FakeQuantize does
+/// while its observer is enabled. Gradients: clipped straight-through.
+QConfig int8_qat_qconfig();
+
+/// Weight-only int8: activations stay floating point;
+///   weight: PerChannelMinMaxObserver, int8_per_channel_weight_spec() (axis 0).
+QConfig weight_only_int8_qconfig();
+
+/// Weight-only int4 in blocks (as AWQ / GPTQ style int4 weights): activations stay floating
+/// point;
+///   weight: MinMaxObserver, int4_per_block_weight_spec(block_size) (axis 1, the input dim).
+/// Throws if block_size < 1.
+QConfig weight_only_int4_qconfig(int64_t block_size = 128);
+
+}  // namespace tquant

@@ -1,0 +1,83 @@
+#include "tquant/qconfig.h"
+
+#include <utility>
+
+#include "tquant/histogram_observer.h"
+#include "tquant/observer.h"
+
+namespace tquant {
+
+QuantizerFactory fake_quantize_factory(FakeQuantizeOptions options) {
+  // Build one quantizer now so a broken observer factory fails where the config is made,
+  // not later inside set_qconfig.
+  FakeQuantize probe(options);
+  (void)probe;
+  return [options]() { return FakeQuantize(options); };
+}
+
+void check_qconfig(const QConfig& qconfig, const std::string& what) {
+  TORCH_CHECK_VALUE(qconfig.quantizes_activations() || qconfig.quantizes_weights(), what,
+                    ": expected a QConfig with an activation or a weight quantizer factory, "
+                    "got one with neither");
+}
+
+QuantSpec int8_per_channel_weight_spec() {
+  return QuantSpec(QuantDtype::kInt8)
+      .symmetric(true)
+      .narrow_range(true)
+      .granularity(Granularity::kPerChannel)
+      .axis(0);
+}
+
+QuantSpec int8_per_tensor_activation_spec() {
+  return QuantSpec(QuantDtype::kInt8)
+      .symmetric(true)
+      .narrow_range(true)
+      .granularity(Granularity::kPerTensor);
+}
+
+QuantSpec int4_per_block_weight_spec(int64_t block_size) {
+  TORCH_CHECK_VALUE(block_size >= 1, "int4_per_block_weight_spec: expected block_size >= 1, got ",
+                    block_size);
+  auto spec = QuantSpec(QuantDtype::kInt4)
+                  .symmetric(true)
+                  .narrow_range(true)
+                  .granularity(Granularity::kPerBlock)
+                  .axis(1)
+                  .block_size(block_size);
+  check_spec(spec);
+  return spec;
+}
+
+namespace {
+
+QuantizerFactory per_channel_int8_weight() {
+  return fake_quantize_factory(FakeQuantizeOptions(observer_factory<PerChannelMinMaxObserver>(
+      MinMaxObserverOptions(int8_per_channel_weight_spec()))));
+}
+
+}  // namespace
+
+QConfig int8_static_qconfig() {
+  auto activation = fake_quantize_factory(FakeQuantizeOptions(
+      observer_factory<HistogramObserver>(HistogramObserverOptions(int8_per_tensor_activation_spec())
+                                              .method(CalibrationMethod::kPercentile))));
+  return QConfig{std::move(activation), per_channel_int8_weight()};
+}
+
+QConfig int8_qat_qconfig() {
+  auto activation = fake_quantize_factory(FakeQuantizeOptions(
+      observer_factory<MovingAverageMinMaxObserver>(
+          MinMaxObserverOptions(int8_per_tensor_activation_spec()))));
+  return QConfig{std::move(activation), per_channel_int8_weight()};
+}
+
+QConfig weight_only_int8_qconfig() { return QConfig{QuantizerFactory(), per_channel_int8_weight()}; }
+
+QConfig weight_only_int4_qconfig(int64_t block_size) {
+  auto weight = fake_quantize_factory(FakeQuantizeOptions(observer_factory<MinMaxObserver>(
+      MinMaxObserverOptions(int4_per_block_weight_spec(block_size)))));
+  return QConfig{QuantizerFactory(), std::move(weight)};
+}
+
+}  // namespace tquant

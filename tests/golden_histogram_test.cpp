@@ -1,0 +1,251 @@
+// Golden tests: tquant's histogram observer and range searches against NVIDIA ModelOpt 0.47's
+// HistogramCalibrator (num_bits 8, signed, 2048 bins, torch_hist=True).
+//
+// The fixture tests/golden/data/histogram.pt comes from tests/golden/gen_histogram_golden.py;
+// per case it holds the batches, ModelOpt's final histogram (counts and bin edges) and its
+// compute_amax for entropy, MSE and three percentiles. tquant must build the same histogram
+// and find every amax within one bin width: ModelOpt returns float32 bin edges (or centres)
+// and sums in float32 / float64 where tquant sums in float64 / long double, so near-ties of
+// the entropy and MSE curves could resolve to a neighbouring bin. Run on ModelOpt's own
+// histogram, tquant's free search functions must moreover pick ModelOpt's bin.
+//
+// MSE: ModelOpt 0.47's compute_amax("mse") passes num_bits and unsigned positionally into the
+// `bias` and `num_bits` slots of fake_tensor_quant, so it always returns the first candidate.
+// The fixture's "amax_mse" is ModelOpt's own search with the intended 8-bit narrow-range fake
+// quant (127 levels per amax); that is what tquant is compared with (see tests/golden/README.md).
+
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <iterator>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/serialize.h>
+#include <torch/torch.h>
+
+#include "tquant/histogram_observer.h"
+#include "tquant/histogram_search.h"
+
+namespace {
+
+using tquant::CalibrationMethod;
+using tquant::HistogramObserver;
+using tquant::HistogramObserverOptions;
+using tquant::HistogramView;
+using tquant::QuantDtype;
+using tquant::QuantSpec;
+using tquant::RangeSearchOptions;
+
+/// amax may differ from ModelOpt's by at most this many bin widths.
+constexpr double kAmaxToleranceBins = 1.0;
+/// ModelOpt's compute_amax defaults.
+constexpr int64_t kStartBin = 128;
+constexpr int64_t kStride = 1;
+
+c10::IValue load_fixture(const std::string& file) {
+  const std::string path = std::string(TQUANT_GOLDEN_DIR) + "/" + file;
+  std::ifstream in(path, std::ios::binary);
+  TORCH_CHECK(in.good(), "cannot open golden fixture ", path,
+              " (regenerate it with tests/golden/gen_histogram_golden.py)");
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return torch::pickle_load(bytes);
+}
+
+c10::IValue get(const c10::IValue& dict, const std::string& key) {
+  const auto entries = dict.toGenericDict();
+  auto it = entries.find(key);
+  TORCH_CHECK(it != entries.end(), "golden fixture has no entry '", key, "'");
+  return it->value();
+}
+
+/// One ModelOpt calibration run, as stored by gen_histogram_golden.py.
+struct GoldenCase {
+  std::string name;
+  std::vector<at::Tensor> batches;
+  at::Tensor counts;         // float64 [B], ModelOpt's histc counts
+  at::Tensor edges;          // float32 [B + 1]
+  at::Tensor bins_after_batch;
+  double bin_width = 0.0;    // edges[1] - edges[0]
+  double entropy = 0.0;
+  double mse = 0.0;          // intended narrow-range MSE search
+  std::vector<double> percentiles;
+  std::vector<double> amax_percentile;
+
+  HistogramView view() const {
+    return HistogramView{counts.data_ptr<double>(), counts.numel(), bin_width};
+  }
+};
+
+const std::vector<GoldenCase>& golden_cases() {
+  static const std::vector<GoldenCase> cases = [] {
+    std::vector<GoldenCase> out;
+    const c10::IValue root = load_fixture("histogram.pt");
+    for (const auto& entry : root.toGenericDict()) {
+      const c10::IValue& value = entry.value();
+      GoldenCase c;
+      c.name = entry.key().toStringRef();
+      for (const c10::IValue& x : get(value, "batches").toList()) {
+        c.batches.push_back(x.toTensor());
+      }
+      c.counts = get(value, "counts").toTensor().to(at::kDouble).contiguous();
+      c.edges = get(value, "bin_edges").toTensor().to(at::kDouble).contiguous();
+      c.bins_after_batch = get(value, "bins_after_batch").toTensor();
+      c.bin_width = (c.edges[1] - c.edges[0]).item<double>();
+      c.entropy = get(value, "amax_entropy").toTensor().item<double>();
+      c.mse = get(value, "amax_mse").toTensor().item<double>();
+      auto p = get(value, "percentiles").toTensor().to(at::kDouble).contiguous();
+      auto a = get(value, "amax_percentile").toTensor().to(at::kDouble).contiguous();
+      c.percentiles.assign(p.data_ptr<double>(), p.data_ptr<double>() + p.numel());
+      c.amax_percentile.assign(a.data_ptr<double>(), a.data_ptr<double>() + a.numel());
+      out.push_back(std::move(c));
+    }
+    return out;
+  }();
+  return cases;
+}
+
+QuantSpec int8_spec() { return QuantSpec(QuantDtype::kInt8); }
+/// ModelOpt's MSE fake quant is narrow: q in [-127, 127], scale = 127 / amax.
+QuantSpec int8_narrow_spec() { return QuantSpec(QuantDtype::kInt8).narrow_range(true); }
+
+HistogramObserver observe_all(const GoldenCase& c, const QuantSpec& spec) {
+  HistogramObserver observer{HistogramObserverOptions(spec)};
+  for (const auto& x : c.batches) observer->observe(x);
+  return observer;
+}
+
+/// How strictly a tquant amax must match ModelOpt's.
+///   kWithinOneBin: |got - expected| <= kAmaxToleranceBins bin widths.
+///   kSameBin:      also the same candidate bin (|got - expected| < half a bin): on ModelOpt's
+///                  own histogram the searches are the same algorithm, so only the float32
+///                  rounding of ModelOpt's edges and centres may separate the results. This
+///                  catches an off-by-one bin (e.g. the right instead of the left edge).
+enum class Match { kWithinOneBin, kSameBin };
+
+/// Prints the difference in bins and checks it.
+void expect_amax_near(const GoldenCase& c, const std::string& what, double expected, double got,
+                      Match match = Match::kWithinOneBin) {
+  const double bins = (got - expected) / c.bin_width;
+  std::cout << "[ golden   ] " << std::left << std::setw(24) << c.name << std::setw(34) << what
+            << std::setprecision(9) << " ModelOpt " << std::setw(12) << expected << " tquant "
+            << std::setw(12) << got << " diff " << std::setprecision(3) << bins << " bins\n";
+  EXPECT_LE(std::abs(got - expected), kAmaxToleranceBins * c.bin_width)
+      << c.name << " " << what << ": ModelOpt " << expected << ", tquant " << got << " ("
+      << bins << " bins of " << c.bin_width << ")";
+  if (match == Match::kSameBin) {
+    EXPECT_LT(std::abs(bins), 0.5) << c.name << " " << what << ": tquant picked another bin "
+                                   << "than ModelOpt (" << bins << " bins away)";
+  }
+}
+
+std::string percentile_name(double p) {
+  std::ostringstream out;
+  out << "percentile " << p;
+  return out.str();
+}
+
+TEST(GoldenHistogram, FixtureHoldsTheExpectedCases) {
+  std::set<std::string> names;
+  for (const auto& c : golden_cases()) {
+    names.insert(c.name);
+    EXPECT_FALSE(c.batches.empty()) << c.name;
+    EXPECT_EQ(c.edges.numel(), c.counts.numel() + 1) << c.name;
+    EXPECT_EQ(c.percentiles.size(), c.amax_percentile.size()) << c.name;
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"laplace_grow_once", "relu_zeros_growing",
+                                          "student_t_fixed_range", "student_t_growing"}));
+}
+
+TEST(GoldenHistogram, HistogramMatchesModelOpt) {
+  // Same bins (first batch: 2048 over [0, max|x|]; later: bins of that width appended up to
+  // the new max|x|) and the same torch.histc counts.
+  for (const auto& c : golden_cases()) {
+    SCOPED_TRACE(c.name);
+    HistogramObserver observer{HistogramObserverOptions(int8_spec())};
+    for (size_t b = 0; b < c.batches.size(); ++b) {
+      observer->observe(c.batches[b]);
+      EXPECT_EQ(observer->counts.size(1), c.bins_after_batch[b].item<int64_t>())
+          << "bins after batch " << b;
+    }
+    ASSERT_EQ(observer->counts.size(0), 1);
+    ASSERT_EQ(observer->counts.size(1), c.counts.numel());
+    EXPECT_EQ(observer->bin_width.item<double>(), c.bin_width);
+    auto got = observer->counts[0].to(at::kDouble);
+    const int64_t differing = (got != c.counts).sum().item<int64_t>();
+    EXPECT_EQ(differing, 0) << "bins with different counts; total |difference| "
+                            << (got - c.counts).abs().sum().item<double>();
+    EXPECT_EQ(got.sum().item<double>(), c.counts.sum().item<double>());
+  }
+}
+
+TEST(GoldenHistogram, ObserverEntropyWithinOneBinOfModelOpt) {
+  for (const auto& c : golden_cases()) {
+    auto observer = observe_all(c, int8_spec());
+    const double got = observer->compute_amax(CalibrationMethod::kEntropy).item<double>();
+    expect_amax_near(c, "observer entropy", c.entropy, got);
+  }
+}
+
+TEST(GoldenHistogram, ObserverMseWithinOneBinOfModelOpt) {
+  for (const auto& c : golden_cases()) {
+    auto observer = observe_all(c, int8_narrow_spec());
+    const double got = observer->compute_amax(CalibrationMethod::kMse).item<double>();
+    expect_amax_near(c, "observer mse (narrow int8)", c.mse, got);
+  }
+}
+
+TEST(GoldenHistogram, ObserverPercentileWithinOneBinOfModelOpt) {
+  for (const auto& c : golden_cases()) {
+    auto observer = observe_all(c, int8_spec());
+    for (size_t k = 0; k < c.percentiles.size(); ++k) {
+      const double got =
+          observer
+              ->compute_amax(CalibrationMethod::kPercentile,
+                             RangeSearchOptions().percentile(c.percentiles[k]))
+              .item<double>();
+      expect_amax_near(c, "observer " + percentile_name(c.percentiles[k]),
+                       c.amax_percentile[k], got);
+    }
+  }
+}
+
+TEST(GoldenHistogram, SearchLevelsMatchModelOpt) {
+  // ModelOpt: entropy merges into 1 << (num_bits - 1 + unsigned) = 128 levels; its MSE fake
+  // quant has max bound 2^(num_bits - 1) - 1 = 127 (narrow range).
+  EXPECT_EQ(tquant::entropy_levels(int8_spec()), 128);
+  EXPECT_EQ(tquant::steps_per_amax(int8_narrow_spec()), 127.0);
+}
+
+TEST(GoldenHistogram, EntropyOnModelOptHistogramPicksTheSameBin) {
+  for (const auto& c : golden_cases()) {
+    const double got = tquant::amax_entropy(c.view(), tquant::entropy_levels(int8_spec()),
+                                            kStartBin, kStride);
+    expect_amax_near(c, "amax_entropy on its histogram", c.entropy, got, Match::kSameBin);
+  }
+}
+
+TEST(GoldenHistogram, MseOnModelOptHistogramPicksTheSameBin) {
+  for (const auto& c : golden_cases()) {
+    const double got = tquant::amax_mse(c.view(), tquant::steps_per_amax(int8_narrow_spec()),
+                                        kStartBin, kStride);
+    expect_amax_near(c, "amax_mse on its histogram", c.mse, got, Match::kSameBin);
+  }
+}
+
+TEST(GoldenHistogram, PercentileOnModelOptHistogramPicksTheSameBin) {
+  for (const auto& c : golden_cases()) {
+    for (size_t k = 0; k < c.percentiles.size(); ++k) {
+      const double got = tquant::amax_percentile(c.view(), c.percentiles[k]);
+      expect_amax_near(c, "amax_" + percentile_name(c.percentiles[k]) + " on its hist",
+                       c.amax_percentile[k], got, Match::kSameBin);
+    }
+  }
+}
+
+}  // namespace
