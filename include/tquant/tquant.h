@@ -21,4 +21,5 @@
 #include "tquant/histogram_observer.h"
 #include "tquant/fake_quantize.h"
 #include "tquant/qconfig.h"
+#include "tquant/nn/quantizable.h"
 #include "tquant/nn/quant_linear.h"

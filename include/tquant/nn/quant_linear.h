@@ -11,6 +11,7 @@
 
 #include "tquant/fake_quantize.h"
 #include "tquant/nn/quant_mode.h"
+#include "tquant/nn/quantizable.h"
 #include "tquant/qconfig.h"
 
 namespace tquant {
@@ -52,7 +53,7 @@ class QuantLinear;
 ///   for (const auto& batch : calibration_batches) fc(batch);
 ///   fc->set_mode(tquant::QuantMode::kFakeQuant);   // frozen qparams, QDQ from now on
 ///   at::Tensor y = fc(x);
-class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl> {
+class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Quantizable {
  public:
   QuantLinearImpl(int64_t in_features, int64_t out_features)
       : QuantLinearImpl(torch::nn::LinearOptions(in_features, out_features)) {}
@@ -73,13 +74,14 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl> {
 
   /// Builds fresh quantizers from `qconfig` (on the weight's device), replacing any earlier
   /// ones, and applies the current mode to them.
-  void set_qconfig(const QConfig& qconfig);
+  void set_qconfig(const QConfig& qconfig) override;
   /// The QConfig given to set_qconfig, if any.
-  const std::optional<QConfig>& qconfig() const { return qconfig_; }
+  const std::optional<QConfig>& qconfig() const override { return qconfig_; }
 
   /// Changes what forward computes; kObserve and kFakeQuant need a QConfig.
-  void set_mode(QuantMode mode);
-  QuantMode mode() const { return mode_; }
+  void set_mode(QuantMode mode) override;
+  QuantMode mode() const override { return mode_; }
+  std::string quant_type_name() const override { return "QuantLinear"; }
 
   torch::nn::LinearOptions options;
   /// [out_features, in_features].
