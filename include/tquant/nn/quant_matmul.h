@@ -1,0 +1,72 @@
+#pragma once
+
+#include <optional>
+#include <ostream>
+#include <string>
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+
+#include "tquant/fake_quantize.h"
+#include "tquant/nn/quant_mode.h"
+#include "tquant/nn/quantizable.h"
+#include "tquant/qconfig.h"
+
+namespace tquant {
+
+/// Quantizable matrix product of two activations:  forward(a, b) = at::matmul(a, b).
+///
+/// For the products in attention that have no weight: scores = q @ k^T and
+/// context = probs @ v. It has no parameters; set_qconfig registers two children built from
+/// the QConfig's activation factory: "input_quantizer" for a and "other_quantizer" for b
+/// (the QConfig's weight factory is not used). A weight-only QConfig leaves both products in
+/// floating point: no quantizer is registered and every mode computes at::matmul(a, b).
+///
+/// Modes, as QuantLinear:
+///   kFloat:     at::matmul(a, b);
+///   kObserve:   the same output, while the two quantizers record a and b;
+///   kFakeQuant: at::matmul(fq_a(a), fq_b(b)), straight-through gradients to a and b.
+/// Switching to kFakeQuant freezes calibrated quantizers exactly as QuantLinear does.
+///
+/// With no parameters to follow, new quantizers are built where the previous ones were (CPU
+/// for the first set_qconfig); call to(device) after set_qconfig to move them.
+///
+/// Example (BERT-style attention):
+///   tquant::QuantMatMul scores_matmul, context_matmul;
+///   auto scores = scores_matmul(q, k.transpose(-2, -1)) / std::sqrt(head_dim);
+///   auto context = context_matmul(scores.softmax(-1), v);
+class QuantMatMulImpl : public torch::nn::Cloneable<QuantMatMulImpl>, public Quantizable {
+ public:
+  QuantMatMulImpl();
+
+  /// Registers the quantizers when a QConfig is set (used by clone()).
+  void reset() override;
+  void pretty_print(std::ostream& stream) const override;
+
+  /// at::matmul(a, b) as the mode says. The inner dimensions must agree:
+  /// a.size(-1) == b.size(-2) (b.size(0) for a 1-D b); batch dimensions broadcast.
+  at::Tensor forward(const at::Tensor& a, const at::Tensor& b);
+
+  void set_qconfig(const QConfig& qconfig) override;
+  const std::optional<QConfig>& qconfig() const override { return qconfig_; }
+  /// Changes what forward computes; kObserve and kFakeQuant need a QConfig.
+  void set_mode(QuantMode mode) override;
+  QuantMode mode() const override { return mode_; }
+  std::string quant_type_name() const override { return "QuantMatMul"; }
+
+  /// Quantizer of the left operand a; empty without an activation factory.
+  FakeQuantize input_quantizer{nullptr};
+  /// Quantizer of the right operand b; empty without an activation factory.
+  FakeQuantize other_quantizer{nullptr};
+
+ private:
+  void install_quantizers();
+  void apply_mode();
+  void check_inputs(const at::Tensor& a, const at::Tensor& b) const;
+
+  std::optional<QConfig> qconfig_;
+  QuantMode mode_ = QuantMode::kFloat;
+};
+TORCH_MODULE(QuantMatMul);
+
+}  // namespace tquant

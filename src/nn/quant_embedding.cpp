@@ -1,0 +1,151 @@
+#include "tquant/nn/quant_embedding.h"
+
+#include <string>
+
+#include <torch/nn/functional/embedding.h>
+#include <torch/nn/init.h>
+#include <torch/utils.h>
+
+#include "quant_module_detail.h"
+
+namespace tquant {
+
+namespace {
+
+namespace F = torch::nn::functional;
+
+}  // namespace
+
+QuantEmbeddingImpl::QuantEmbeddingImpl(const torch::nn::EmbeddingOptions& options_)
+    : options(options_) {
+  // NOLINTNEXTLINE(clang-analyzer-optin.cplusplus.VirtualCall): as torch::nn::EmbeddingImpl.
+  QuantEmbeddingImpl::reset();
+}
+
+std::string QuantEmbeddingImpl::name() const {
+  return "QuantEmbedding(num_embeddings=" + std::to_string(options.num_embeddings()) +
+         ", embedding_dim=" + std::to_string(options.embedding_dim()) + ")";
+}
+
+QuantEmbedding QuantEmbeddingImpl::from_float(const torch::nn::Embedding& embedding) {
+  TORCH_CHECK_VALUE(!embedding.is_empty(), "QuantEmbedding::from_float: expected a "
+                    "torch::nn::Embedding, got an empty holder");
+  auto options = embedding->options;
+  // Without _weight: the copy below must not share (and overwrite) the torch module's tensor.
+  options._weight(at::Tensor());
+  QuantEmbedding result(options);
+  torch::NoGradGuard no_grad;
+  result->weight.set_data(embedding->weight.detach().clone());
+  result->weight.set_requires_grad(embedding->weight.requires_grad());
+  result->train(embedding->is_training());
+  return result;
+}
+
+void QuantEmbeddingImpl::reset() {
+  // torch::nn::EmbeddingImpl::reset: the same padding_idx rules and registration.
+  if (options.padding_idx().has_value()) {
+    const int64_t padding_idx = *options.padding_idx();
+    TORCH_CHECK_VALUE(padding_idx < options.num_embeddings() &&
+                          padding_idx >= -options.num_embeddings(),
+                      name(), ": expected padding_idx in [", -options.num_embeddings(), ", ",
+                      options.num_embeddings(), "), got ", padding_idx);
+    if (padding_idx < 0) options.padding_idx(options.num_embeddings() + padding_idx);
+  }
+  if (!options._weight().defined()) {
+    weight = register_parameter(
+        "weight", torch::empty({options.num_embeddings(), options.embedding_dim()}));
+    reset_parameters();
+  } else {
+    TORCH_CHECK_VALUE(options._weight().sizes() ==
+                          torch::IntArrayRef({options.num_embeddings(), options.embedding_dim()}),
+                      name(), ": expected _weight of shape [", options.num_embeddings(), ", ",
+                      options.embedding_dim(), "], got ", options._weight().sizes());
+    weight = register_parameter("weight", options._weight());
+  }
+  if (qconfig_) {
+    install_quantizers();
+    apply_mode();
+  }
+}
+
+void QuantEmbeddingImpl::reset_parameters() {
+  // torch::nn::EmbeddingImpl::reset_parameters: the same calls, so equal seeds give equal tables.
+  torch::nn::init::normal_(weight);
+  if (options.padding_idx().has_value()) {
+    torch::NoGradGuard no_grad;
+    weight[*options.padding_idx()].fill_(0);
+  }
+}
+
+void QuantEmbeddingImpl::pretty_print(std::ostream& stream) const {
+  stream << "tquant::QuantEmbedding(num_embeddings=" << options.num_embeddings()
+         << ", embedding_dim=" << options.embedding_dim();
+  if (options.padding_idx()) stream << ", padding_idx=" << *options.padding_idx();
+  if (options.max_norm()) stream << ", max_norm=" << *options.max_norm();
+  if (options.norm_type() != 2) stream << ", norm_type=" << options.norm_type();
+  if (options.scale_grad_by_freq()) stream << ", scale_grad_by_freq=true";
+  if (options.sparse()) stream << ", sparse=true";
+  stream << ", mode=" << to_string(mode_) << ")";
+}
+
+void QuantEmbeddingImpl::set_qconfig(const QConfig& qconfig) {
+  check_qconfig(qconfig, name());
+  // Check a quantizer built from the factory before anything changes, so a rejected QConfig
+  // leaves the module as it was.
+  if (qconfig.weight) detail::check_weight_axis0(qconfig.weight(), name(), "embedding row");
+  qconfig_ = qconfig;
+  install_quantizers();
+  apply_mode();
+}
+
+void QuantEmbeddingImpl::install_quantizers() {
+  weight_quantizer = detail::install_quantizer(*this, "weight_quantizer", qconfig_->weight,
+                                               weight.device(), name());
+}
+
+void QuantEmbeddingImpl::set_mode(QuantMode mode) {
+  TORCH_CHECK_VALUE(mode == QuantMode::kFloat || qconfig_.has_value(), name(), ": set_mode(",
+                    to_string(mode), ") needs quantizers; call set_qconfig first");
+  TORCH_CHECK_NOT_IMPLEMENTED(mode != QuantMode::kFakeQuant || !options.sparse(), name(),
+                              ": sparse = true is not supported in fake_quant mode (the "
+                              "fake-quantize gradient of the table is dense)");
+  mode_ = mode;
+  apply_mode();
+}
+
+void QuantEmbeddingImpl::apply_mode() { detail::configure_quantizer(weight_quantizer, mode_); }
+
+void QuantEmbeddingImpl::check_input(const at::Tensor& indices) const {
+  TORCH_CHECK(indices.defined(), name(), ": expected an index tensor, got an undefined one");
+  TORCH_CHECK(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt, name(),
+              ": expected indices of type Long or Int, got ", indices.scalar_type());
+  if (indices.is_cpu() && indices.numel() > 0) {
+    const int64_t low = indices.min().item<int64_t>();
+    const int64_t high = indices.max().item<int64_t>();
+    TORCH_CHECK_INDEX(low >= 0 && high < options.num_embeddings(), name(),
+                      ": expected indices in [0, ", options.num_embeddings(), "), got values in [",
+                      low, ", ", high, "]");
+  }
+}
+
+at::Tensor QuantEmbeddingImpl::forward(const at::Tensor& indices) {
+  check_input(indices);
+  if (mode_ == QuantMode::kFloat || weight_quantizer.is_empty()) {
+    return F::detail::embedding(indices, weight, options.padding_idx(), options.max_norm(),
+                                options.norm_type(), options.scale_grad_by_freq(),
+                                options.sparse());
+  }
+  if (options.max_norm()) {
+    // As F::embedding does to its weight: renormalize the looked-up rows of the float table.
+    F::detail::_no_grad_embedding_renorm_(weight, indices.contiguous(),
+                                          static_cast<float>(*options.max_norm()),
+                                          static_cast<float>(options.norm_type()));
+  }
+  // kObserve: the quantizer records the table and returns it; kFakeQuant: QDQ(table).
+  const at::Tensor w = weight_quantizer(weight);
+  return F::detail::embedding(indices, w, options.padding_idx(), /*max_norm=*/std::nullopt,
+                              options.norm_type(), options.scale_grad_by_freq(),
+                              options.sparse());
+}
+
+}  // namespace tquant
