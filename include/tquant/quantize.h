@@ -1,0 +1,143 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <torch/nn/module.h>
+
+#include "tquant/histogram_search.h"
+#include "tquant/qconfig_mapping.h"
+#include "tquant/report.h"
+
+namespace tquant {
+
+/// Prepares a model for post-training calibration, in place.
+///
+/// Walks the module tree once:
+///   - every tquant module (anything implementing Quantizable: QuantLinear, ...) that the mapping
+///     selects gets set_qconfig(config) and set_mode(QuantMode::kObserve); one that the mapping
+///     does not select (or skips) is set to QuantMode::kFloat;
+///   - inside torch::nn::Sequential, ModuleList and ModuleDict, a plain torch::nn::Linear that
+///     the mapping selects is replaced by QuantLinearImpl::from_float(linear) (weights copied)
+///     in both the container's own list, which its forward iterates, and its module registry,
+///     which named_modules() and state_dict use; type rules may name it "QuantLinear" or
+///     "torch::nn::Linear". An entry also referenced from outside the container (a member
+///     field, a second container, a handle the caller keeps) is not replaced and is reported
+///     (FloatReason::kContainerNotUpdated): swapping only one of the references would leave the
+///     other running float;
+///   - a plain torch Linear / Conv2d / Embedding in a custom module's member field cannot be
+///     reached (the parent calls it through the field): it is reported by name as
+///     FloatReason::kUnreachable. Declare the field as the tquant type instead.
+/// Every other leaf module that stays float is reported with its reason (FloatReason).
+///
+/// Example:
+///   struct NetImpl : torch::nn::Module {
+///     NetImpl() {
+///       fc1 = register_module("fc1", tquant::QuantLinear(16, 32));
+///       head = register_module("head", torch::nn::Sequential(torch::nn::Linear(32, 4)));
+///     }
+///     at::Tensor forward(at::Tensor x) { return head->forward(torch::relu(fc1(x))); }
+///     tquant::QuantLinear fc1{nullptr};
+///     torch::nn::Sequential head{nullptr};
+///   };
+///   TORCH_MODULE(Net);
+///   Net net;
+///   tquant::PrepareReport report =
+///       tquant::prepare(*net, tquant::QConfigMapping(tquant::int8_static_qconfig()));
+///   std::cout << report;  // fc1 and head.0 (replaced) in observe mode
+PrepareReport prepare(torch::nn::Module& model, const QConfigMapping& mapping);
+
+/// As prepare, for quantization-aware training: selected modules go to QuantMode::kFakeQuant.
+/// Quantizers that have not seen data keep their observers on, so the first training steps set
+/// the ranges and every step refreshes them (torch.ao's FakeQuantize in QAT); train with any
+/// torch::optim optimizer through the straight-through gradients. Use int8_qat_qconfig() (cheap
+/// min-max observers) unless calibrating first.
+///
+/// Example:
+///   tquant::prepare_qat(*net, tquant::QConfigMapping(tquant::int8_qat_qconfig()));
+///   torch::optim::AdamW optimizer(net->parameters(), 1e-5);
+///   for (auto& [x, y] : batches) { ... loss.backward(); optimizer.step(); }
+PrepareReport prepare_qat(torch::nn::Module& model, const QConfigMapping& mapping);
+
+/// Counts calibration batches for the report and passes them on to an optional callback.
+/// The forward loop calls step() after each batch; the library never prints.
+///
+/// Example:
+///   tquant::calibrate(*net, [&](tquant::CalibrationProgress& progress) {
+///     for (auto& batch : batches) { net->forward(batch); progress.step(); }
+///   }, [](int64_t done) { std::cerr << "calibrated " << done << " batches\n"; });
+class CalibrationProgress {
+ public:
+  using Callback = std::function<void(int64_t batches_done)>;
+  explicit CalibrationProgress(Callback on_step = {}) : on_step_(std::move(on_step)) {}
+
+  /// Records `batches` more batches and calls the callback with the running total.
+  void step(int64_t batches = 1);
+  int64_t batches() const { return batches_; }
+
+ private:
+  Callback on_step_;
+  int64_t batches_ = 0;
+};
+
+/// Calibrates a prepared model in place and leaves it simulating the quantized model.
+///
+///   1. every prepared module (a tquant module with a QConfig whose mode is not kFloat) has its
+///      observers' statistics reset and goes to QuantMode::kObserve; modules in kFloat
+///      (disabled with set_quantizers_enabled, or not selected) are left alone;
+///   2. forward_loop runs (the caller's batches, typically under torch::NoGradGuard and
+///      model->eval());
+///   3. each module whose quantizers all saw data goes to QuantMode::kFakeQuant with frozen
+///      scale and zero point (QDQ simulation); one whose quantizers saw nothing goes to kFloat
+///      and is reported as FloatReason::kNotCalibrated.
+/// Throws if the model has no prepared module. If forward_loop throws, the model stays in
+/// observe mode and the exception propagates.
+///
+/// Example:
+///   tquant::prepare(*net, tquant::QConfigMapping(tquant::int8_static_qconfig()));
+///   torch::NoGradGuard no_grad;
+///   tquant::CalibrationReport report = tquant::calibrate(*net, [&] {
+///     for (auto& batch : calibration_batches) net->forward(batch);
+///   });
+///   std::cout << report;    // every quantizer with its scale / amax range
+///   at::Tensor y = net->forward(x);   // fake-quantized (simulated int8)
+CalibrationReport calibrate(torch::nn::Module& model, const std::function<void()>& forward_loop);
+
+/// As calibrate; the loop gets a CalibrationProgress to count its batches, which calls
+/// `on_step` (if given) after each step() with the running total.
+CalibrationReport calibrate(torch::nn::Module& model,
+                            const std::function<void(CalibrationProgress&)>& forward_loop,
+                            CalibrationProgress::Callback on_step = {});
+
+/// Switches the quantizers of prepared modules whose qualified name (or an ancestor's) matches
+/// `pattern` ('*' wildcards, see module_name_matches) off or on:
+///   enabled = false: the module goes to QuantMode::kFloat and computes exactly the float
+///                    result; its quantizers and their statistics are kept;
+///   enabled = true:  the module goes to kFakeQuant if its quantizers have seen data
+///                    (calibrated: the ranges are frozen again from the kept statistics), and to
+///                    kObserve otherwise (so a later calibrate collects for it).
+/// Returns the number of modules switched; throws if the pattern matches no prepared module
+/// (a typo would otherwise silently change nothing).
+///
+/// Example (sensitivity check: run layer 3 in float):
+///   tquant::set_quantizers_enabled(*net, "encoder.layer.3.*", false);
+int64_t set_quantizers_enabled(torch::nn::Module& model, const std::string& pattern,
+                               bool enabled);
+
+/// Switches every HistogramObserver of the model's quantizers to `method` (and `percentile`
+/// for kPercentile, when given) and, for each quantizer that has data and parameters, recomputes
+/// its frozen scale and zero point from the histogram it already holds: no data is collected
+/// again. Returns the number of observers switched; throws if the model has none.
+///
+/// Example (compare calibrators on one pass of data):
+///   tquant::calibrate(*net, loop);
+///   for (auto method : {tquant::CalibrationMethod::kEntropy, tquant::CalibrationMethod::kMse}) {
+///     tquant::set_calibration_method(*net, method);
+///     evaluate(*net);
+///   }
+int64_t set_calibration_method(torch::nn::Module& model, CalibrationMethod method,
+                               std::optional<double> percentile = std::nullopt);
+
+}  // namespace tquant

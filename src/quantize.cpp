@@ -1,0 +1,463 @@
+#include "tquant/quantize.h"
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/container/moduledict.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+
+#include "tquant/fake_quantize.h"
+#include "tquant/histogram_observer.h"
+#include "tquant/nn/quant_linear.h"
+#include "tquant/nn/quantizable.h"
+
+namespace tquant {
+
+namespace {
+
+namespace nn = torch::nn;
+
+std::string join(const std::string& prefix, const std::string& key) {
+  return prefix.empty() ? key : prefix + "." + key;
+}
+
+std::string display_name(const std::string& name) { return name.empty() ? "<root>" : name; }
+
+/// A plain torch module type with a tquant twin. `make` builds the twin (weights copied) as an
+/// AnyModule, which Sequential needs; nullptr when prepare cannot build it yet.
+struct TwinRule {
+  const char* torch_type;
+  const char* twin_type;
+  bool (*matches)(const nn::Module&);
+  nn::AnyModule (*make)(const std::shared_ptr<nn::Module>&);
+};
+
+// Add the other twins here once they have a from_float (QuantConv2d, QuantEmbedding).
+const std::vector<TwinRule>& twin_rules() {
+  static const std::vector<TwinRule> rules = {
+      {"torch::nn::Linear", "QuantLinear",
+       [](const nn::Module& m) { return dynamic_cast<const nn::LinearImpl*>(&m) != nullptr; },
+       [](const std::shared_ptr<nn::Module>& m) {
+         auto linear = std::dynamic_pointer_cast<nn::LinearImpl>(m);
+         return nn::AnyModule(QuantLinearImpl::from_float(nn::Linear(linear)).ptr());
+       }},
+      {"torch::nn::Conv2d", "QuantConv2d",
+       [](const nn::Module& m) { return dynamic_cast<const nn::Conv2dImpl*>(&m) != nullptr; },
+       nullptr},
+      {"torch::nn::Embedding", "QuantEmbedding",
+       [](const nn::Module& m) { return dynamic_cast<const nn::EmbeddingImpl*>(&m) != nullptr; },
+       nullptr},
+  };
+  return rules;
+}
+
+const TwinRule* twin_rule_for(const nn::Module& module) {
+  if (dynamic_cast<const Quantizable*>(&module) != nullptr) return nullptr;
+  for (const auto& rule : twin_rules()) {
+    if (rule.matches(module)) return &rule;
+  }
+  return nullptr;
+}
+
+bool is_container(const nn::Module& module) {
+  return dynamic_cast<const nn::SequentialImpl*>(&module) != nullptr ||
+         dynamic_cast<const nn::ModuleListImpl*>(&module) != nullptr ||
+         dynamic_cast<const nn::ModuleDictImpl*>(&module) != nullptr;
+}
+
+/// The FakeQuantize modules of a tquant module with their names relative to it.
+std::vector<std::pair<std::string, FakeQuantizeImpl*>> quantizers_of(nn::Module& module) {
+  std::vector<std::pair<std::string, FakeQuantizeImpl*>> result;
+  for (const auto& item : module.named_modules("", /*include_self=*/false)) {
+    if (auto* quantizer = dynamic_cast<FakeQuantizeImpl*>(item.value().get())) {
+      result.emplace_back(item.key(), quantizer);
+    }
+  }
+  return result;
+}
+
+std::string scheme_of(nn::Module& module) {
+  std::string scheme;
+  for (const auto& [name, quantizer] : quantizers_of(module)) {
+    if (!scheme.empty()) scheme += ", ";
+    scheme += name + "=" + to_string(quantizer->observer_ref().quant_spec());
+  }
+  return scheme.empty() ? "-" : scheme;
+}
+
+std::string rule_text(const MappingMatch& match) {
+  if (match.key.empty()) return to_string(match.rule);
+  return to_string(match.rule) + " '" + match.key + "'";
+}
+
+FloatModule unselected(const std::string& name, const std::string& type,
+                       const MappingMatch& match) {
+  if (match.rule == MappingRule::kSkip) {
+    return {name, type, FloatReason::kSkipped, "skipped by '" + match.key + "'"};
+  }
+  return {name, type, FloatReason::kNotSelected, "no mapping rule and no global config"};
+}
+
+/// One walk over the module tree for prepare / prepare_qat.
+class PrepareWalk {
+ public:
+  PrepareWalk(const QConfigMapping& mapping, QuantMode mode) : mapping_(mapping), mode_(mode) {}
+
+  /// `in_container`: the module is an entry of Sequential / ModuleList / ModuleDict.
+  void visit(nn::Module& module, const std::string& name, bool in_container) {
+    if (auto* quantizable = as_quantizable(module)) {
+      configure(module, *quantizable, name, mapping_.resolve(name, module));
+      return;  // its children are its quantizers
+    }
+    if (is_container(module)) {
+      visit_container(module, name);
+      return;
+    }
+    bool has_children = false;
+    for (const auto& item : module.named_children()) {
+      has_children = true;
+      visit(*item.value(), join(name, item.key()), /*in_container=*/false);
+    }
+    if (!has_children) classify_leaf(module, name, in_container);
+  }
+
+  PrepareReport take_report() { return std::move(report_); }
+
+ private:
+  void configure(nn::Module& module, Quantizable& quantizable, const std::string& name,
+                 const MappingMatch& match) {
+    if (!match.qconfig) {
+      if (quantizable.mode() != QuantMode::kFloat) quantizable.set_mode(QuantMode::kFloat);
+      report_.left_float.push_back(unselected(name, quantizable.quant_type_name(), match));
+      return;
+    }
+    quantizable.set_qconfig(*match.qconfig);
+    quantizable.set_mode(mode_);
+    report_.quantized.push_back({name, quantizable.quant_type_name(), mode_, scheme_of(module),
+                                 rule_text(match)});
+  }
+
+  void classify_leaf(nn::Module& module, const std::string& name, bool in_container) {
+    const std::string type = torch_type_name(module);
+    const TwinRule* rule = twin_rule_for(module);
+    if (rule == nullptr) {
+      report_.left_float.push_back({name, type, FloatReason::kNoTwin, "no tquant twin"});
+      return;
+    }
+    const MappingMatch match = mapping_.resolve(name, {rule->twin_type, rule->torch_type});
+    if (!match.qconfig) {
+      report_.left_float.push_back(unselected(name, type, match));
+    } else if (in_container) {
+      report_.left_float.push_back({name, type, FloatReason::kNoTwin,
+                                    std::string("prepare cannot build ") + rule->twin_type +
+                                        " from " + type + " yet"});
+    } else {
+      report_.left_float.push_back(
+          {name, type, FloatReason::kUnreachable,
+           name.empty() ? "the model itself is a plain " + type + "; use tquant::" +
+                              rule->twin_type
+                        : "plain " + type + " held in a member field: its parent calls it "
+                          "directly, so it cannot be swapped; declare it as tquant::" +
+                              rule->twin_type});
+    }
+  }
+
+  /// The registry name under which `container` holds `child`, or "" if it does not.
+  static std::string key_of(nn::Module& container, const nn::Module* child) {
+    for (const auto& item : container.named_children()) {
+      if (item.value().get() == child) return item.key();
+    }
+    return "";
+  }
+
+  /// Decides what to do with entry `child` of a container. Returns the twin to put in its
+  /// place, or an empty AnyModule when the entry stays (reported, or visited when `descend`).
+  /// `references`: how many owners the entry has when only the container and `child` hold it.
+  nn::AnyModule consider(const std::shared_ptr<nn::Module>& child, const std::string& name,
+                         long references, bool* descend) {
+    *descend = false;
+    const TwinRule* rule = twin_rule_for(*child);
+    if (rule == nullptr) {
+      *descend = true;
+      return {};
+    }
+    const std::string type = torch_type_name(*child);
+    const MappingMatch match = mapping_.resolve(name, {rule->twin_type, rule->torch_type});
+    if (!match.qconfig) {
+      report_.left_float.push_back(unselected(name, type, match));
+      return {};
+    }
+    if (rule->make == nullptr) {
+      report_.left_float.push_back({name, type, FloatReason::kNoTwin,
+                                    std::string("prepare cannot build ") + rule->twin_type +
+                                        " from " + type + " yet"});
+      return {};
+    }
+    if (child.use_count() > references) {
+      report_.left_float.push_back(
+          {name, type, FloatReason::kContainerNotUpdated,
+           "also referenced outside its container (" +
+               std::to_string(child.use_count() - references) +
+               " more owner(s): a member field, another container or a kept handle); replacing "
+               "only the container's entry would leave that reference running float"});
+      return {};
+    }
+    nn::AnyModule twin = rule->make(child);
+    pending_match_ = match;
+    return twin;
+  }
+
+  /// Called after the twin is in place in the container.
+  void replaced(const std::string& name, const std::string& from, nn::Module& twin) {
+    auto* quantizable = as_quantizable(twin);
+    TORCH_INTERNAL_ASSERT(quantizable != nullptr, "prepare: the twin of ", name,
+                          " is not a tquant module");
+    report_.replaced.push_back({name, from, quantizable->quant_type_name()});
+    configure(twin, *quantizable, name, pending_match_);
+  }
+
+  void not_in_registry(const std::string& container_name, const nn::Module& child) {
+    report_.left_float.push_back(
+        {join(container_name, "?"), torch_type_name(child), FloatReason::kContainerNotUpdated,
+         "entry of " + display_name(container_name) + " missing from its module registry"});
+  }
+
+  void visit_container(nn::Module& container, const std::string& name) {
+    bool descend = false;
+    if (auto* sequential = dynamic_cast<nn::SequentialImpl*>(&container)) {
+      for (size_t i = 0; i < sequential->size(); ++i) {
+        std::shared_ptr<nn::Module> child = sequential->ptr(i);
+        const std::string key = key_of(container, child.get());
+        if (key.empty()) {
+          not_in_registry(name, *child);
+          continue;
+        }
+        const std::string child_name = join(name, key);
+        const std::string from = torch_type_name(*child);
+        // Owners: the Sequential's AnyModule list, its registry, and `child`.
+        nn::AnyModule twin = consider(child, child_name, 3, &descend);
+        if (!twin.is_empty()) {
+          child.reset();
+          std::shared_ptr<nn::Module> twin_ptr = twin.ptr();
+          *(sequential->begin() + static_cast<std::ptrdiff_t>(i)) = std::move(twin);
+          container.replace_module(key, twin_ptr);
+          replaced(child_name, from, *twin_ptr);
+        } else if (descend) {
+          visit(*child, child_name, /*in_container=*/true);
+        }
+      }
+    } else if (auto* list = dynamic_cast<nn::ModuleListImpl*>(&container)) {
+      for (size_t i = 0; i < list->size(); ++i) {
+        std::shared_ptr<nn::Module> child = list->ptr(i);
+        const std::string key = key_of(container, child.get());
+        if (key.empty()) {
+          not_in_registry(name, *child);
+          continue;
+        }
+        const std::string child_name = join(name, key);
+        const std::string from = torch_type_name(*child);
+        // Owners: the ModuleList's vector, its registry, and `child`.
+        nn::AnyModule twin = consider(child, child_name, 3, &descend);
+        if (!twin.is_empty()) {
+          child.reset();
+          std::shared_ptr<nn::Module> twin_ptr = twin.ptr();
+          *(list->begin() + static_cast<std::ptrdiff_t>(i)) = twin_ptr;
+          container.replace_module(key, twin_ptr);
+          replaced(child_name, from, *twin_ptr);
+        } else if (descend) {
+          visit(*child, child_name, /*in_container=*/true);
+        }
+      }
+    } else if (auto* dict = dynamic_cast<nn::ModuleDictImpl*>(&container)) {
+      for (const std::string& key : dict->keys()) {
+        std::shared_ptr<nn::Module> child = (*dict)[key];
+        const std::string child_name = join(name, key);
+        const std::string from = torch_type_name(*child);
+        // Owners: the ModuleDict's ordered dict, its registry, and `child`.
+        nn::AnyModule twin = consider(child, child_name, 3, &descend);
+        if (!twin.is_empty()) {
+          child.reset();
+          std::shared_ptr<nn::Module> twin_ptr = twin.ptr();
+          // update() overwrites an existing key in the dict and in the registry.
+          dict->update(std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>>{
+              {key, twin_ptr}});
+          replaced(child_name, from, *twin_ptr);
+        } else if (descend) {
+          visit(*child, child_name, /*in_container=*/true);
+        }
+      }
+    }
+  }
+
+  const QConfigMapping& mapping_;
+  QuantMode mode_;
+  PrepareReport report_;
+  MappingMatch pending_match_;
+};
+
+PrepareReport prepare_with_mode(torch::nn::Module& model, const QConfigMapping& mapping,
+                                QuantMode mode) {
+  PrepareWalk walk(mapping, mode);
+  walk.visit(model, "", /*in_container=*/false);
+  return walk.take_report();
+}
+
+/// Every tquant module of the model with its qualified name.
+std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> quantizable_modules(
+    nn::Module& model) {
+  std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> result;
+  for (const auto& item : model.named_modules()) {
+    if (as_quantizable(*item.value()) != nullptr) result.emplace_back(item.key(), item.value());
+  }
+  return result;
+}
+
+bool all_quantizers_have_data(nn::Module& module) {
+  const auto quantizers = quantizers_of(module);
+  if (quantizers.empty()) return false;
+  for (const auto& [name, quantizer] : quantizers) {
+    if (!quantizer->observer_ref().has_data()) return false;
+  }
+  return true;
+}
+
+QuantizerReport describe_quantizer(const std::string& module_name, const std::string& name,
+                                   FakeQuantizeImpl& quantizer) {
+  QuantizerReport entry;
+  entry.module = module_name;
+  entry.name = join(module_name, name);
+  const QuantSpec& spec = quantizer.observer_ref().quant_spec();
+  entry.spec = to_string(spec);
+  entry.observer = quantizer.observer_ref().describe();
+  const QParams qparams = quantizer.qparams();
+  entry.calibrated = quantizer.observer_ref().has_data() && qparams.defined();
+  if (entry.calibrated) {
+    const at::Tensor scale = qparams.scale.detach().to(at::kCPU, at::kDouble);
+    entry.scale_min = scale.min().item<double>();
+    entry.scale_max = scale.max().item<double>();
+    const double levels = static_cast<double>(quant_max(spec) - quant_min(spec));
+    const double factor = spec.symmetric() ? levels / 2.0 : levels;
+    entry.amax_min = entry.scale_min * factor;
+    entry.amax_max = entry.scale_max * factor;
+  }
+  return entry;
+}
+
+}  // namespace
+
+PrepareReport prepare(torch::nn::Module& model, const QConfigMapping& mapping) {
+  return prepare_with_mode(model, mapping, QuantMode::kObserve);
+}
+
+PrepareReport prepare_qat(torch::nn::Module& model, const QConfigMapping& mapping) {
+  return prepare_with_mode(model, mapping, QuantMode::kFakeQuant);
+}
+
+void CalibrationProgress::step(int64_t batches) {
+  TORCH_CHECK_VALUE(batches >= 0, "CalibrationProgress::step: expected batches >= 0, got ",
+                    batches);
+  batches_ += batches;
+  if (on_step_) on_step_(batches_);
+}
+
+CalibrationReport calibrate(torch::nn::Module& model,
+                            const std::function<void(CalibrationProgress&)>& forward_loop,
+                            CalibrationProgress::Callback on_step) {
+  TORCH_CHECK_VALUE(static_cast<bool>(forward_loop), "calibrate: expected a forward loop, got an "
+                    "empty function");
+  CalibrationReport report;
+  std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> driven;
+  bool any_prepared = false;
+  for (auto& [name, module] : quantizable_modules(model)) {
+    Quantizable& quantizable = *as_quantizable(*module);
+    if (!quantizable.qconfig()) continue;
+    any_prepared = true;
+    if (quantizable.mode() == QuantMode::kFloat) {
+      report.left_float.push_back({name, quantizable.quant_type_name(), FloatReason::kDisabled,
+                                   "in float mode (disabled); not calibrated"});
+      continue;
+    }
+    for (auto& [quantizer_name, quantizer] : quantizers_of(*module)) {
+      quantizer->observer_ref().reset_stats();
+    }
+    quantizable.set_mode(QuantMode::kObserve);
+    driven.emplace_back(name, module);
+  }
+  TORCH_CHECK_VALUE(any_prepared, "calibrate: expected a prepared model (tquant modules with a "
+                    "QConfig), got none; call tquant::prepare first");
+
+  CalibrationProgress progress(std::move(on_step));
+  forward_loop(progress);
+  report.batches = progress.batches();
+
+  for (auto& [name, module] : driven) {
+    Quantizable& quantizable = *as_quantizable(*module);
+    if (all_quantizers_have_data(*module)) {
+      quantizable.set_mode(QuantMode::kFakeQuant);  // freezes scale and zero point
+    } else {
+      quantizable.set_mode(QuantMode::kFloat);
+      report.left_float.push_back({name, quantizable.quant_type_name(),
+                                   FloatReason::kNotCalibrated,
+                                   "its quantizers saw no data: the forward loop never ran it"});
+    }
+    for (auto& [quantizer_name, quantizer] : quantizers_of(*module)) {
+      report.quantizers.push_back(describe_quantizer(name, quantizer_name, *quantizer));
+    }
+  }
+  return report;
+}
+
+CalibrationReport calibrate(torch::nn::Module& model, const std::function<void()>& forward_loop) {
+  TORCH_CHECK_VALUE(static_cast<bool>(forward_loop), "calibrate: expected a forward loop, got an "
+                    "empty function");
+  return calibrate(model, [&](CalibrationProgress&) { forward_loop(); });
+}
+
+int64_t set_quantizers_enabled(torch::nn::Module& model, const std::string& pattern,
+                               bool enabled) {
+  int64_t switched = 0;
+  for (auto& [name, module] : quantizable_modules(model)) {
+    Quantizable& quantizable = *as_quantizable(*module);
+    if (!quantizable.qconfig() || !module_name_or_ancestor_matches(pattern, name)) continue;
+    if (!enabled) {
+      quantizable.set_mode(QuantMode::kFloat);
+    } else {
+      quantizable.set_mode(all_quantizers_have_data(*module) ? QuantMode::kFakeQuant
+                                                             : QuantMode::kObserve);
+    }
+    ++switched;
+  }
+  TORCH_CHECK_VALUE(switched > 0, "set_quantizers_enabled: expected pattern '", pattern,
+                    "' to match a prepared tquant module, got no match");
+  return switched;
+}
+
+int64_t set_calibration_method(torch::nn::Module& model, CalibrationMethod method,
+                               std::optional<double> percentile) {
+  int64_t switched = 0;
+  for (const auto& item : model.named_modules()) {
+    auto* quantizer = dynamic_cast<FakeQuantizeImpl*>(item.value().get());
+    if (quantizer == nullptr) continue;
+    auto* histogram = dynamic_cast<HistogramObserverImpl*>(quantizer->observer.get());
+    if (histogram == nullptr) continue;
+    if (percentile) {
+      histogram->set_method(method, *percentile);
+    } else {
+      histogram->set_method(method);
+    }
+    // Refresh frozen parameters from the kept histogram; never observe again.
+    if (histogram->has_data() && quantizer->qparams().defined()) quantizer->update_qparams();
+    ++switched;
+  }
+  TORCH_CHECK_VALUE(switched > 0, "set_calibration_method: expected quantizers with a "
+                    "HistogramObserver (e.g. from int8_static_qconfig), got none in the model");
+  return switched;
+}
+
+}  // namespace tquant

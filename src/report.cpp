@@ -1,0 +1,191 @@
+#include "tquant/report.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <sstream>
+
+namespace tquant {
+
+namespace {
+
+/// Left-aligned text table with a header row and a rule under it.
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
+  void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  bool empty() const { return rows_.size() == 1; }
+
+  void print(std::ostream& out) const {
+    std::vector<size_t> widths;
+    for (const auto& row : rows_) {
+      widths.resize(std::max(widths.size(), row.size()), 0);
+      for (size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], row[c].size());
+    }
+    for (size_t r = 0; r < rows_.size(); ++r) {
+      print_row(out, rows_[r], widths);
+      if (r == 0) {
+        std::vector<std::string> rule;
+        for (size_t width : widths) rule.emplace_back(width, '-');
+        print_row(out, rule, widths);
+      }
+    }
+    out << '\n';  // a blank line between tables
+  }
+
+ private:
+  static void print_row(std::ostream& out, const std::vector<std::string>& row,
+                        const std::vector<size_t>& widths) {
+    std::string line;
+    for (size_t c = 0; c < row.size(); ++c) {
+      line += row[c];
+      if (c + 1 < row.size()) line += std::string(widths[c] - row[c].size() + 2, ' ');
+    }
+    out << line << '\n';
+  }
+
+  std::vector<std::vector<std::string>> rows_;
+};
+
+std::string display_name(const std::string& name) { return name.empty() ? "<root>" : name; }
+
+std::string number(double value) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%.6g", value);
+  return buffer;
+}
+
+std::string range(double low, double high) {
+  if (low == high) return number(low);
+  return "[" + number(low) + ", " + number(high) + "]";
+}
+
+void print_float_table(std::ostream& out, const std::vector<FloatModule>& modules) {
+  if (modules.empty()) return;
+  Table table({"left float", "type", "reason", "detail"});
+  for (const auto& module : modules) {
+    table.add({display_name(module.name), module.type, to_string(module.reason), module.detail});
+  }
+  table.print(out);
+}
+
+/// "4 float (1 unreachable, 3 no twin)".
+std::string float_summary(const std::vector<FloatModule>& modules) {
+  std::map<std::string, int64_t> counts;
+  for (const auto& module : modules) ++counts[to_string(module.reason)];
+  std::string text = std::to_string(modules.size()) + " float";
+  if (!counts.empty()) {
+    text += " (";
+    bool first = true;
+    for (const auto& [reason, count] : counts) {
+      if (!first) text += ", ";
+      text += std::to_string(count) + " " + reason;
+      first = false;
+    }
+    text += ")";
+  }
+  return text;
+}
+
+}  // namespace
+
+std::string to_string(FloatReason reason) {
+  switch (reason) {
+    case FloatReason::kNotSelected:
+      return "not selected";
+    case FloatReason::kSkipped:
+      return "skipped";
+    case FloatReason::kUnreachable:
+      return "unreachable";
+    case FloatReason::kNoTwin:
+      return "no twin";
+    case FloatReason::kContainerNotUpdated:
+      return "container not updated";
+    case FloatReason::kDisabled:
+      return "disabled";
+    case FloatReason::kNotCalibrated:
+      return "not calibrated";
+  }
+  return "unknown";
+}
+
+const QuantizedModule* PrepareReport::find_quantized(const std::string& name) const {
+  for (const auto& module : quantized) {
+    if (module.name == name) return &module;
+  }
+  return nullptr;
+}
+
+const FloatModule* PrepareReport::find_float(const std::string& name) const {
+  for (const auto& module : left_float) {
+    if (module.name == name) return &module;
+  }
+  return nullptr;
+}
+
+std::vector<FloatModule> PrepareReport::left_float_with(FloatReason reason) const {
+  std::vector<FloatModule> result;
+  for (const auto& module : left_float) {
+    if (module.reason == reason) result.push_back(module);
+  }
+  return result;
+}
+
+std::string PrepareReport::to_string() const {
+  std::ostringstream out;
+  if (!quantized.empty()) {
+    Table table({"module", "type", "mode", "scheme", "rule"});
+    for (const auto& module : quantized) {
+      table.add({display_name(module.name), module.type, tquant::to_string(module.mode),
+                 module.scheme, module.rule});
+    }
+    table.print(out);
+  }
+  if (!replaced.empty()) {
+    Table table({"replaced in container", "from", "to"});
+    for (const auto& module : replaced) table.add({module.name, module.from, module.to});
+    table.print(out);
+  }
+  print_float_table(out, left_float);
+  out << "prepare: " << quantized.size() << " quantized (" << replaced.size()
+      << " replaced in containers), " << float_summary(left_float) << '\n';
+  return out.str();
+}
+
+const QuantizerReport* CalibrationReport::find(const std::string& quantizer_name) const {
+  for (const auto& quantizer : quantizers) {
+    if (quantizer.name == quantizer_name) return &quantizer;
+  }
+  return nullptr;
+}
+
+std::string CalibrationReport::to_string() const {
+  std::ostringstream out;
+  int64_t calibrated = 0;
+  if (!quantizers.empty()) {
+    Table table({"quantizer", "spec", "scale", "amax", "observer"});
+    for (const auto& quantizer : quantizers) {
+      if (quantizer.calibrated) ++calibrated;
+      table.add({quantizer.name, quantizer.spec,
+                 quantizer.calibrated ? range(quantizer.scale_min, quantizer.scale_max) : "-",
+                 quantizer.calibrated ? range(quantizer.amax_min, quantizer.amax_max) : "-",
+                 quantizer.observer});
+    }
+    table.print(out);
+  }
+  print_float_table(out, left_float);
+  out << "calibrate: " << calibrated << " of " << quantizers.size() << " quantizers calibrated";
+  if (batches > 0) out << " over " << batches << " batches";
+  out << ", " << float_summary(left_float) << '\n';
+  return out.str();
+}
+
+std::ostream& operator<<(std::ostream& stream, const PrepareReport& report) {
+  return stream << report.to_string();
+}
+
+std::ostream& operator<<(std::ostream& stream, const CalibrationReport& report) {
+  return stream << report.to_string();
+}
+
+}  // namespace tquant
