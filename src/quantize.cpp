@@ -14,6 +14,8 @@
 
 #include "tquant/fake_quantize.h"
 #include "tquant/histogram_observer.h"
+#include "tquant/nn/quant_conv2d.h"
+#include "tquant/nn/quant_embedding.h"
 #include "tquant/nn/quant_linear.h"
 #include "tquant/nn/quantizable.h"
 
@@ -49,10 +51,16 @@ const std::vector<TwinRule>& twin_rules() {
        }},
       {"torch::nn::Conv2d", "QuantConv2d",
        [](const nn::Module& m) { return dynamic_cast<const nn::Conv2dImpl*>(&m) != nullptr; },
-       nullptr},
+       [](const std::shared_ptr<nn::Module>& m) {
+         auto conv = std::dynamic_pointer_cast<nn::Conv2dImpl>(m);
+         return nn::AnyModule(QuantConv2dImpl::from_float(nn::Conv2d(conv)).ptr());
+       }},
       {"torch::nn::Embedding", "QuantEmbedding",
        [](const nn::Module& m) { return dynamic_cast<const nn::EmbeddingImpl*>(&m) != nullptr; },
-       nullptr},
+       [](const std::shared_ptr<nn::Module>& m) {
+         auto embedding = std::dynamic_pointer_cast<nn::EmbeddingImpl>(m);
+         return nn::AnyModule(QuantEmbeddingImpl::from_float(nn::Embedding(embedding)).ptr());
+       }},
   };
   return rules;
 }

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include "tquant/nn/quant_conv2d.h"
+#include "tquant/nn/quant_embedding.h"
 #include "tquant/quantize.h"
 
 #include <sstream>
@@ -147,6 +149,27 @@ TEST(Prepare, SequentialLinearsAreReplacedAndRunInItsForward) {
   const at::Tensor expected =
       manual_fake_quant_linear(*q2, torch::relu(manual_fake_quant_linear(*q0, x)));
   EXPECT_TRUE(torch::equal(y, expected));
+}
+
+TEST(Prepare, SequentialConvAndEmbeddingAreReplacedByTwins) {
+  torch::manual_seed(0);
+  torch::nn::Sequential convs(torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 4, 3)),
+                              torch::nn::ReLU());
+  const at::Tensor x = torch::randn({2, 3, 8, 8});
+  const at::Tensor y_float = convs->forward(x).detach();
+  PrepareReport report = prepare(*convs, static_mapping());
+  ASSERT_EQ(report.replaced.size(), 1U) << report;
+  EXPECT_EQ(report.replaced[0].to, "QuantConv2d");
+  auto conv = convs->ptr<QuantConv2dImpl>(0);
+  ASSERT_NE(conv, nullptr);
+  EXPECT_EQ(conv->mode(), QuantMode::kObserve);
+  EXPECT_TRUE(torch::equal(convs->forward(x), y_float));
+
+  torch::nn::ModuleList tables(torch::nn::Embedding(10, 4));
+  report = prepare(*tables, static_mapping());
+  ASSERT_EQ(report.replaced.size(), 1U) << report;
+  EXPECT_EQ(report.replaced[0].to, "QuantEmbedding");
+  EXPECT_NE(tables->ptr<QuantEmbeddingImpl>(0), nullptr);
 }
 
 TEST(Prepare, ModuleListAndModuleDictEntriesAreReplaced) {

@@ -12,6 +12,9 @@
 ///   fake_quantize.h      FakeQuantize and LearnableFakeQuantize modules
 ///   qconfig.h            QConfig (activation / weight quantizer factories) and presets
 ///   nn/quant_linear.h    QuantLinear: drop-in torch::nn::Linear twin with float / observe / fake-quant modes
+///   qconfig_mapping.h    QConfigMapping: which module gets which QConfig (name, pattern, type, skip)
+///   report.h             PrepareReport, CalibrationReport (printable)
+///   quantize.h           prepare, prepare_qat, calibrate, set_quantizers_enabled, set_calibration_method
 
 #include "tquant/formats.h"
 #include "tquant/qparams.h"
@@ -23,3 +26,13 @@
 #include "tquant/qconfig.h"
 #include "tquant/nn/quantizable.h"
 #include "tquant/nn/quant_linear.h"
+#include "tquant/nn/quant_conv2d.h"
+#include "tquant/nn/quant_matmul.h"
+#include "tquant/nn/quant_embedding.h"
+#include "tquant/nn/quant_stub.h"
+#include "tquant/qconfig_mapping.h"
+#include "tquant/report.h"
+#include "tquant/quantize.h"
+#include "tquant/gemm.h"
+#include "tquant/safetensors.h"
+#include "tquant/serialize.h"

@@ -1,0 +1,160 @@
+// CPU INT8 Linear (tquant/gemm.h) against LibTorch's fp32 linear (at::linear, MKL).
+// Prints, per shape, the median time of fp32, INT8 static and INT8 dynamic Linear (input
+// quantization and output dequantization included), and the ratio fp32 / int8.
+//
+//   tquant_int8_linear_bench [--reps N] [--warmup N] [--threads N]
+//
+// Not a test: run it by hand on a quiet machine (docs/backends.md).
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tquant/gemm.h"
+
+namespace {
+
+struct Args {
+  int reps = 20;
+  int warmup = 3;
+  int threads = 2;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    auto next = [&]() -> int {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", s.c_str());
+        std::exit(2);
+      }
+      return std::atoi(argv[++i]);
+    };
+    if (s == "--reps") {
+      a.reps = next();
+    } else if (s == "--warmup") {
+      a.warmup = next();
+    } else if (s == "--threads") {
+      a.threads = next();
+    } else {
+      std::fprintf(stderr, "usage: %s [--reps N] [--warmup N] [--threads N]\n", argv[0]);
+      std::exit(2);
+    }
+  }
+  return a;
+}
+
+// Median wall times in milliseconds of several functions, timed interleaved (f0, f1, ... in each
+// repetition) so that on a shared machine all of them see the same background load.
+// Also returns the minima: on a loaded machine the fastest repetition is the one least disturbed.
+struct Times {
+  std::vector<double> median;
+  std::vector<double> min;
+};
+
+Times median_ms(const std::vector<std::function<void()>>& fs, const Args& a) {
+  for (int i = 0; i < a.warmup; ++i) {
+    for (const auto& f : fs) f();
+  }
+  std::vector<std::vector<double>> t(fs.size());
+  for (int i = 0; i < a.reps; ++i) {
+    for (size_t j = 0; j < fs.size(); ++j) {
+      const auto t0 = std::chrono::steady_clock::now();
+      fs[j]();
+      t[j].push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+  }
+  Times r;
+  for (auto& v : t) {
+    std::sort(v.begin(), v.end());
+    r.median.push_back(v[v.size() / 2]);
+    r.min.push_back(v.front());
+  }
+  return r;
+}
+
+// The machine may be shared (parallel builds): the 1-minute load average goes into the output.
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string one;
+  in >> one;
+  return one.empty() ? "unknown" : one;
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args a = parse(argc, argv);
+  at::set_num_threads(a.threads);
+  at::manual_seed(0);
+
+  __builtin_cpu_init();
+  std::printf("cpu: %s\n", cpu_model().c_str());
+  std::printf("flags: avx2=%d avx512f=%d avx512_vnni=%d\n", __builtin_cpu_supports("avx2") ? 1 : 0,
+              __builtin_cpu_supports("avx512f") ? 1 : 0,
+              __builtin_cpu_supports("avx512vnni") ? 1 : 0);
+  std::printf("load average (1 min) at start: %s\n", load_average().c_str());
+  std::printf("threads: %d   reps: %d (median; the four variants timed interleaved)   warmup: %d\n",
+              at::get_num_threads(), a.reps, a.warmup);
+  std::printf("int8 path: %s\n  (%s)\n", tquant::to_string(tquant::int8_gemm_path()).c_str(),
+              tquant::int8_gemm_path_reason().c_str());
+  std::printf("fp32 baseline: at::linear (%s)\n\n",
+              at::hasMKL() ? "MKL sgemm" : "no MKL in this LibTorch");
+
+  std::printf("median times; 'min' columns: ratios of the fastest repetitions\n");
+  std::printf("%6s %6s %6s | %9s %9s %9s | %8s %8s | %9s %9s %9s | %12s | %10s %10s\n", "M", "K",
+              "N", "fp32 ms", "static ms", "dyn ms", "x static", "x dyn", "fp32 GF/s", "st GOP/s",
+              "dy GOP/s", "int_mm st ms", "x st (min)", "x dy (min)");
+  const std::vector<int64_t> ms = {128, 1024};
+  const std::vector<std::pair<int64_t, int64_t>> kns = {{768, 3072}, {3072, 768}, {768, 768}};
+  for (int64_t m : ms) {
+    for (auto [k, n] : kns) {
+      auto x = at::randn({m, k});
+      auto w = at::randn({n, k}) * 0.05;
+      auto b = at::randn({n});
+      auto weight = tquant::prepare_int8_weight(w);
+      const double sx = x.abs().max().item<double>() / 127;
+      // The fallback path on the same data, for comparison (docs/backends.md).
+      auto weight_mm = tquant::prepare_int8_weight(w, tquant::Int8GemmPath::kIntMm);
+      at::Tensor sink;
+      const auto t = median_ms({[&] { sink = at::linear(x, w, b); },
+                                [&] { sink = tquant::int8_linear_static(x, sx, weight, b); },
+                                [&] { sink = tquant::int8_linear_dynamic(x, weight, b); },
+                                [&] { sink = tquant::int8_linear_static(x, sx, weight_mm, b); }},
+                               a);
+      const double t_fp = t.median[0], t_st = t.median[1], t_dy = t.median[2], t_mm = t.median[3];
+      const double ops = 2.0 * m * k * n;
+      std::printf(
+          "%6lld %6lld %6lld | %9.3f %9.3f %9.3f | %8.2f %8.2f | %9.1f %9.1f %9.1f | "
+          "%12.3f | %10.2f %10.2f\n",
+          static_cast<long long>(m), static_cast<long long>(k), static_cast<long long>(n), t_fp,
+          t_st, t_dy, t_fp / t_st, t_fp / t_dy, ops / t_fp * 1e-6, ops / t_st * 1e-6,
+          ops / t_dy * 1e-6, t_mm, t.min[0] / t.min[1], t.min[0] / t.min[2]);
+      std::fflush(stdout);
+    }
+  }
+  std::printf(
+      "\nload average (1 min) at end: %s (more than the thread count means the timings "
+      "include time slices lost to other processes)\n",
+      load_average().c_str());
+  return 0;
+}

@@ -1,0 +1,102 @@
+#pragma once
+
+// CPU INT8 Linear: int8 x int8 -> int32 GEMM through a library path shipped inside LibTorch
+// (oneDNN's qlinear kernel, VNNI on AVX512_VNNI), with the input quantization and the output
+// dequantization around it. Plain interface: at::Tensor in, at::Tensor out (docs/backends.md).
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include <string>
+#include <utility>
+
+namespace tquant {
+
+/// Which kernel runs the int8 GEMM (chosen once per process, see int8_gemm_path()).
+///   kOneDnnQLinear: onednn::qlinear_pointwise with a prepacked weight; dequantization by the
+///                   per-channel weight scale, the input scale and the bias fused in its epilogue.
+///   kIntMm:         at::_int_mm (int32 accumulators) followed by one fused dequantization op.
+enum class Int8GemmPath { kOneDnnQLinear, kIntMm };
+
+std::string to_string(Int8GemmPath path);
+
+/// The path the int8_linear_* functions take in this process, and why (for reports and benches).
+/// kOneDnnQLinear when LibTorch was built with oneDNN (mkldnn) and the onednn ops are registered,
+/// kIntMm otherwise. TQUANT_INT8_GEMM=int_mm in the environment forces kIntMm.
+Int8GemmPath int8_gemm_path();
+std::string int8_gemm_path_reason();
+
+/// An int8 weight prepared once from a float weight W [N, K] (out_features x in_features):
+/// per-output-channel symmetric int8, narrow range,
+///   scale[n] = max(amax_k |W[n, k]| / 127, eps)        (eps = FLT_EPSILON, kDefaultScaleEps)
+///   q[n, k]  = clamp(round(W[n, k] * (1 / scale[n])), -127, 127)
+///   real W[n, k] ~= scale[n] * q[n, k]                  (zero point 0)
+/// Rounding as tquant::quantize (float32 reciprocal, half-to-even).
+struct Int8Weight {
+  /// [N, K] int8 codes, row-major; kept for the reference twins and the kIntMm path.
+  at::Tensor qweight;
+  /// [N] float32 per-channel scales.
+  at::Tensor scale;
+  /// The weight in the layout of the path: kOneDnnQLinear, oneDNN's prepacked blocked weight
+  /// (opaque mkldnn tensor from onednn::qlinear_prepack); kIntMm, q^T as a contiguous [K, N] int8.
+  at::Tensor packed;
+  Int8GemmPath path = Int8GemmPath::kOneDnnQLinear;
+
+  int64_t in_features() const { return qweight.size(1); }
+  int64_t out_features() const { return qweight.size(0); }
+  bool defined() const { return qweight.defined(); }
+};
+
+/// Quantizes a float weight [N, K] as described in Int8Weight and prepacks it for `path`
+/// (default: int8_gemm_path()). Asking for kOneDnnQLinear where it is unavailable is an error.
+Int8Weight prepare_int8_weight(const at::Tensor& weight,
+                               c10::optional<Int8GemmPath> path = c10::nullopt);
+/// Same, from int8 codes [N, K] and scales [N] that were computed elsewhere (e.g. by a QAT
+/// weight quantizer with narrow range). Codes must lie in [-127, 127].
+Int8Weight prepare_int8_weight(const at::Tensor& qweight, const at::Tensor& scale,
+                               c10::optional<Int8GemmPath> path = c10::nullopt);
+
+/// Static INT8 Linear, x: float32 [..., K], input_scale: per-tensor symmetric int8 scale s_x > 0.
+///   q_x = clamp(round(x * (1 / s_x)), -127, 127)            (float32 reciprocal, half-to-even)
+///   y[m, n] = (sum_k q_x[m, k] * q_w[n, k]) * s_x * s_w[n] + bias[n]        float32 [..., N]
+at::Tensor int8_linear_static(const at::Tensor& x, double input_scale, const Int8Weight& weight,
+                              const c10::optional<at::Tensor>& bias = c10::nullopt);
+
+/// Dynamic INT8 Linear: per-token (per-row of x viewed as [M, K]) symmetric scales computed at
+/// run time,  s_x[m] = max(max_k |x[m, k]| / 127, eps),  then as int8_linear_static row by row.
+at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
+                               const c10::optional<at::Tensor>& bias = c10::nullopt);
+
+/// Reference twins: plain torch ops, int32 accumulators computed exactly (int64 matmul), scales
+/// applied in float64 and rounded once to float32. The library paths round in float32 inside the
+/// GEMM epilogue, so they agree to kInt8LinearRelTol relative to max |y| (tests).
+at::Tensor int8_linear_static_ref(const at::Tensor& x, double input_scale, const Int8Weight& weight,
+                                  const c10::optional<at::Tensor>& bias = c10::nullopt);
+at::Tensor int8_linear_dynamic_ref(const at::Tensor& x, const Int8Weight& weight,
+                                   const c10::optional<at::Tensor>& bias = c10::nullopt);
+
+/// Relative tolerance between a library path and its reference: a few float32 roundings of the
+/// epilogue (acc -> float, * s_w, * s_x, + bias), each <= 2^-24 relative.
+constexpr double kInt8LinearRelTol = 1e-5;
+
+namespace detail {
+
+/// q = clamp(round(x * (1 / scale)), -127, 127) as int8, x float32 [M, K] contiguous; one pass
+/// (AVX-512 when the CPU has it, ATen ops otherwise).
+at::Tensor quantize_per_tensor_int8(const at::Tensor& x, double scale);
+/// Per-row: scale[m] = max(amax_k |x[m, k]| / 127, eps), q as above with each row's scale.
+/// Returns {q int8 [M, K], scale float32 [M]}.
+std::pair<at::Tensor, at::Tensor> quantize_per_token_int8(const at::Tensor& x);
+/// Reference twins of the two quantizers (ATen ops only).
+at::Tensor quantize_per_tensor_int8_ref(const at::Tensor& x, double scale);
+std::pair<at::Tensor, at::Tensor> quantize_per_token_int8_ref(const at::Tensor& x);
+
+/// The GEMM of the chosen path: y[m, n] = acc[m, n] * x_scale * w_scale[n] (+ bias[n]) in float32,
+/// acc = q_x [M, K] int8 times q_w^T. With x_scale = 1 and w_scale = 1 and |acc| < 2^24 the
+/// result is the exact integer accumulator (used by the tests).
+at::Tensor int8_gemm_dequant(const at::Tensor& qx, double x_scale, const Int8Weight& weight,
+                             const at::Tensor& w_scale, const c10::optional<at::Tensor>& bias);
+
+}  // namespace detail
+
+}  // namespace tquant
