@@ -1,5 +1,6 @@
 #include "tquant/histogram_search.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -144,31 +145,46 @@ double amax_mse(const HistogramView& hist, double steps, int64_t start_bin, int6
   const int64_t n = hist.num_bins;
   TORCH_CHECK_VALUE(start_bin < n, "mse: the histogram has ", n, " bins, expected more than ",
                     "start_bin ", start_bin);
-  const double max_code = std::floor(steps);
+  const int64_t max_code = static_cast<int64_t>(std::floor(steps));
   std::vector<double> centers(n);
   for (int64_t j = 0; j < n; ++j) centers[j] = (static_cast<double>(j) + 0.5) * hist.bin_width;
-  // Suffix sums of n, n*c, n*c^2 give the error of every clipped bin in O(1):
-  // sum n (c - a)^2 = sum n c^2 - 2 a sum n c + a^2 sum n.
-  std::vector<double> s0(n + 1, 0.0), s1(n + 1, 0.0), s2(n + 1, 0.0);
-  for (int64_t j = n - 1; j >= 0; --j) {
-    s0[j] = s0[j + 1] + hist.counts[j];
-    s1[j] = s1[j + 1] + hist.counts[j] * centers[j];
-    s2[j] = s2[j + 1] + hist.counts[j] * centers[j] * centers[j];
+  // Prefix sums of n, n*c, n*c^2: the error of a run of bins that all quantize to value v is
+  // sum n (c - v)^2 = sum n c^2 - 2 v sum n c + v^2 sum n, so each candidate costs O(levels)
+  // instead of O(bins).
+  std::vector<double> p0(n + 1, 0.0), p1(n + 1, 0.0), p2(n + 1, 0.0);
+  for (int64_t j = 0; j < n; ++j) {
+    const double count = hist.counts[j];
+    const double c = centers[j];
+    p0[j + 1] = p0[j] + count;
+    p1[j + 1] = p1[j] + count * c;
+    p2[j + 1] = p2[j] + count * c * c;
   }
+  auto run_error = [&](int64_t j0, int64_t j1, double value) {
+    return (p2[j1] - p2[j0]) - 2.0 * value * (p1[j1] - p1[j0]) + value * value * (p0[j1] - p0[j0]);
+  };
   int64_t best = start_bin;
   double best_error = std::numeric_limits<double>::infinity();
   for (int64_t i = start_bin; i < n; i += stride) {
     const double amax = centers[i];
     if (amax <= 0.0) continue;
     const double scale = steps / amax;
-    const double clip_value = max_code / scale;
+    // Code of bin j: nearbyint(c_j * scale) (half to even), clamped at max_code. Codes grow
+    // with j, so the bins of code l form one run [j0, j1).
+    auto code = [&](int64_t j) { return std::nearbyint(centers[j] * scale); };
+    const double bins_per_step = 1.0 / (scale * hist.bin_width);
     double error = 0.0;
-    int64_t j = 0;
-    for (; j < n && std::nearbyint(centers[j] * scale) < max_code; ++j) {
-      const double diff = centers[j] - std::nearbyint(centers[j] * scale) / scale;
-      error += hist.counts[j] * diff * diff;
+    int64_t j0 = 0;
+    for (int64_t l = 0; l < max_code && j0 < n; ++l) {
+      // First bin whose code exceeds l: start from the arithmetic guess, then settle exactly.
+      const double guess = (static_cast<double>(l) + 0.5) * bins_per_step - 0.5;
+      const double bounded = std::min(std::max(guess, 0.0), static_cast<double>(n));
+      int64_t j1 = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(bounded)), j0, n);
+      while (j1 < n && code(j1) <= l) ++j1;
+      while (j1 > j0 && code(j1 - 1) > l) --j1;
+      error += run_error(j0, j1, static_cast<double>(l) / scale);
+      j0 = j1;
     }
-    error += s2[j] - 2.0 * clip_value * s1[j] + clip_value * clip_value * s0[j];
+    error += run_error(j0, n, static_cast<double>(max_code) / scale);  // clipped tail
     if (error < best_error) {  // "<": the first minimum wins, as np.argmin
       best_error = error;
       best = i;
