@@ -236,8 +236,31 @@ class PrepareWalk {
          "entry of " + display_name(container_name) + " missing from its module registry"});
   }
 
-  void visit_container(nn::Module& container, const std::string& name) {
+  /// One entry of a container: replaces it by its twin (`store` puts the twin into the
+  /// container's own list; the registry is updated here) or descends into it.
+  template <typename Store>
+  void visit_entry(nn::Module& container, const std::string& name, const std::string& key,
+                   std::shared_ptr<nn::Module> child, Store store) {
     bool descend = false;
+    const std::string child_name = join(name, key);
+    const std::string from = torch_type_name(*child);
+    // Owners: the container's own list, its registry, and `child`.
+    nn::AnyModule twin = consider(child, child_name, 3, &descend);
+    if (!twin.is_empty()) {
+      child.reset();
+      std::shared_ptr<nn::Module> twin_ptr = twin.ptr();
+      store(std::move(twin));
+      if (container.named_children().contains(key) &&
+          container.named_children()[key].get() != twin_ptr.get()) {
+        container.replace_module(key, twin_ptr);
+      }
+      replaced(child_name, from, *twin_ptr);
+    } else if (descend) {
+      visit(*child, child_name, /*in_container=*/true);
+    }
+  }
+
+  void visit_container(nn::Module& container, const std::string& name) {
     if (auto* sequential = dynamic_cast<nn::SequentialImpl*>(&container)) {
       for (size_t i = 0; i < sequential->size(); ++i) {
         std::shared_ptr<nn::Module> child = sequential->ptr(i);
@@ -246,19 +269,9 @@ class PrepareWalk {
           not_in_registry(name, *child);
           continue;
         }
-        const std::string child_name = join(name, key);
-        const std::string from = torch_type_name(*child);
-        // Owners: the Sequential's AnyModule list, its registry, and `child`.
-        nn::AnyModule twin = consider(child, child_name, 3, &descend);
-        if (!twin.is_empty()) {
-          child.reset();
-          std::shared_ptr<nn::Module> twin_ptr = twin.ptr();
+        visit_entry(container, name, key, std::move(child), [&](nn::AnyModule twin) {
           *(sequential->begin() + static_cast<std::ptrdiff_t>(i)) = std::move(twin);
-          container.replace_module(key, twin_ptr);
-          replaced(child_name, from, *twin_ptr);
-        } else if (descend) {
-          visit(*child, child_name, /*in_container=*/true);
-        }
+        });
       }
     } else if (auto* list = dynamic_cast<nn::ModuleListImpl*>(&container)) {
       for (size_t i = 0; i < list->size(); ++i) {
@@ -268,37 +281,17 @@ class PrepareWalk {
           not_in_registry(name, *child);
           continue;
         }
-        const std::string child_name = join(name, key);
-        const std::string from = torch_type_name(*child);
-        // Owners: the ModuleList's vector, its registry, and `child`.
-        nn::AnyModule twin = consider(child, child_name, 3, &descend);
-        if (!twin.is_empty()) {
-          child.reset();
-          std::shared_ptr<nn::Module> twin_ptr = twin.ptr();
-          *(list->begin() + static_cast<std::ptrdiff_t>(i)) = twin_ptr;
-          container.replace_module(key, twin_ptr);
-          replaced(child_name, from, *twin_ptr);
-        } else if (descend) {
-          visit(*child, child_name, /*in_container=*/true);
-        }
+        visit_entry(container, name, key, std::move(child), [&](nn::AnyModule twin) {
+          *(list->begin() + static_cast<std::ptrdiff_t>(i)) = twin.ptr();
+        });
       }
     } else if (auto* dict = dynamic_cast<nn::ModuleDictImpl*>(&container)) {
       for (const std::string& key : dict->keys()) {
-        std::shared_ptr<nn::Module> child = (*dict)[key];
-        const std::string child_name = join(name, key);
-        const std::string from = torch_type_name(*child);
-        // Owners: the ModuleDict's ordered dict, its registry, and `child`.
-        nn::AnyModule twin = consider(child, child_name, 3, &descend);
-        if (!twin.is_empty()) {
-          child.reset();
-          std::shared_ptr<nn::Module> twin_ptr = twin.ptr();
-          // update() overwrites an existing key in the dict and in the registry.
+        // update() overwrites the key in the dict and in the registry.
+        visit_entry(container, name, key, (*dict)[key], [&](nn::AnyModule twin) {
           dict->update(std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>>{
-              {key, twin_ptr}});
-          replaced(child_name, from, *twin_ptr);
-        } else if (descend) {
-          visit(*child, child_name, /*in_container=*/true);
-        }
+              {key, twin.ptr()}});
+        });
       }
     }
   }

@@ -7,6 +7,8 @@
 #include <torch/nn/init.h>
 #include <torch/utils.h>
 
+#include "quant_module_detail.h"
+
 namespace tquant {
 
 namespace {
@@ -16,29 +18,6 @@ namespace F = torch::nn::functional;
 std::string module_name(const torch::nn::LinearOptions& options) {
   return "QuantLinear(in_features=" + std::to_string(options.in_features()) +
          ", out_features=" + std::to_string(options.out_features()) + ")";
-}
-
-/// Sets a quantizer's two switches for `mode` (see the QuantLinearImpl comment).
-void configure_quantizer(FakeQuantize& quantizer, QuantMode mode) {
-  if (quantizer.is_empty()) return;
-  switch (mode) {
-    case QuantMode::kFloat:
-      quantizer->enable_observer(false);
-      quantizer->enable_fake_quant(false);
-      break;
-    case QuantMode::kObserve:
-      quantizer->enable_observer(true);
-      quantizer->enable_fake_quant(false);
-      break;
-    case QuantMode::kFakeQuant: {
-      // Calibrated: freeze. Not calibrated: keep observing at every step (QAT from scratch).
-      const bool calibrated = quantizer->observer_ref().has_data();
-      if (calibrated) quantizer->update_qparams();
-      quantizer->enable_observer(!calibrated);
-      quantizer->enable_fake_quant(true);
-      break;
-    }
-  }
 }
 
 }  // namespace
@@ -107,25 +86,11 @@ void QuantLinearImpl::set_qconfig(const QConfig& qconfig) {
 
 void QuantLinearImpl::install_quantizers() {
   const auto device = weight.device();
-  const auto install = [&](const char* name, const QuantizerFactory& factory) {
-    const bool registered = named_children().contains(name);
-    if (!factory) {
-      if (registered) unregister_module(name);
-      return FakeQuantize(nullptr);
-    }
-    FakeQuantize quantizer = factory();
-    TORCH_CHECK_VALUE(!quantizer.is_empty(), module_name(options), ": the QConfig's ", name,
-                      " factory returned an empty FakeQuantize");
-    quantizer->to(device);
-    if (registered) {
-      replace_module(name, quantizer);
-    } else {
-      register_module(name, quantizer);
-    }
-    return quantizer;
-  };
-  input_quantizer = install("input_quantizer", qconfig_->activation);
-  weight_quantizer = install("weight_quantizer", qconfig_->weight);
+  const auto what = module_name(options);
+  input_quantizer =
+      detail::install_quantizer(*this, "input_quantizer", qconfig_->activation, device, what);
+  weight_quantizer =
+      detail::install_quantizer(*this, "weight_quantizer", qconfig_->weight, device, what);
 }
 
 void QuantLinearImpl::set_mode(QuantMode mode) {
@@ -136,8 +101,8 @@ void QuantLinearImpl::set_mode(QuantMode mode) {
 }
 
 void QuantLinearImpl::apply_mode() {
-  configure_quantizer(input_quantizer, mode_);
-  configure_quantizer(weight_quantizer, mode_);
+  detail::configure_quantizer(input_quantizer, mode_);
+  detail::configure_quantizer(weight_quantizer, mode_);
 }
 
 void QuantLinearImpl::check_input(const at::Tensor& input) const {

@@ -1,8 +1,8 @@
 #pragma once
 
-// Internal helpers shared by the quantizable twins added with the eager passes (QuantConv2d,
-// QuantMatMul, QuantEmbedding, QuantStub). They repeat what QuantLinear does in its own .cpp,
-// so every module switches modes and installs quantizers by exactly the same rules.
+// Internal helpers shared by the quantizable twins (QuantLinear, QuantConv2d, QuantMatMul,
+// QuantEmbedding, QuantStub), so every module switches modes and installs quantizers by
+// exactly the same rules.
 
 #include <optional>
 #include <string>
