@@ -237,3 +237,23 @@ TEST(HistogramObserver, StateSurvivesCloneAndStateDictNames) {
   auto names = observer->named_buffers().keys();
   EXPECT_EQ(names, (std::vector<std::string>{"counts", "bin_width", "min_val", "max_val"}));
 }
+
+TEST(HistogramObserver, PerChannelCountsEqualFloorOfAbsOverWidth) {
+  // Both collection paths (the fused CPU loop, and the ATen path used for other devices and
+  // for NonFinitePolicy::kIgnore) count bin floor(|x| / width) in float32, clamped.
+  torch::manual_seed(9);
+  auto x = torch::randn({257, 5}) * torch::tensor({1.0f, 3.0f, 0.5f, 10.0f, 2.0f});
+  for (int64_t axis : {1, 0}) {
+    auto data = axis == 1 ? x : x.t().contiguous();  // channels along `axis` either way
+    HistogramObserver observer(HistogramObserverOptions(
+        QuantSpec().granularity(Granularity::kPerChannel).axis(axis)));
+    observer->observe(data);
+    auto width = observer->bin_width.to(torch::kFloat);
+    for (int64_t c = 0; c < 5; ++c) {
+      auto column = x.select(1, c).abs();
+      auto bins = torch::floor(column / width[c]).clamp(0, 2047).to(torch::kLong);
+      auto expected = torch::bincount(bins, {}, 2048).to(torch::kDouble);
+      EXPECT_TRUE(torch::equal(observer->counts[c], expected)) << "axis " << axis << " channel " << c;
+    }
+  }
+}

@@ -83,6 +83,8 @@ class HistogramObserverImpl : public torch::nn::Cloneable<HistogramObserverImpl>
   void grow_to_cover(const at::Tensor& channel_amax);
   void add_per_tensor(const at::Tensor& abs_x);
   void add_per_channel(const at::Tensor& abs_rows, const at::Tensor& weights);
+  /// Fused CPU float32 path of add_per_channel; rows: [M, C] (any strides) of raw values.
+  void add_per_channel_cpu(const at::Tensor& rows);
   at::Tensor shape_for_spec(const at::Tensor& per_channel) const;
 };
 TORCH_MODULE(HistogramObserver);
