@@ -33,6 +33,8 @@
 #include "tquant/qconfig_mapping.h"
 #include "tquant/report.h"
 #include "tquant/quantize.h"
+#include "tquant/fuse.h"
+#include "tquant/sensitivity.h"
 #include "tquant/gemm.h"
 #include "tquant/safetensors.h"
 #include "tquant/serialize.h"

@@ -1,0 +1,1 @@
+#include "tquant/fuse.h"
