@@ -203,11 +203,11 @@ void check_int8_gemm_args(const at::Tensor& x_q, const at::Tensor& w_q, const ch
   TORCH_CHECK_VALUE(w_q.dim() == 2, op, ": expected w_q of shape [N, K], got ", w_q.sizes());
   TORCH_CHECK_VALUE(x_q.size(1) == w_q.size(1), op, ": K mismatch: x_q is ", x_q.sizes(),
                     " ([M, K]) and w_q is ", w_q.sizes(), " ([N, K])");
+  check_k(x_q.size(1), op);
+  if (rule == DeviceRule::kCuda) check_n_multiple(w_q.size(0), op, "w_q");
   check_device(x_q, op, "x_q", rule);
   check_device(w_q, op, "w_q", rule);
   check_same_device(x_q, "x_q", w_q, "w_q", op);
-  check_k(x_q.size(1), op);
-  if (rule == DeviceRule::kCuda) check_n_multiple(w_q.size(0), op, "w_q");
 }
 
 void check_int8_bmm_args(const at::Tensor& a_q, const at::Tensor& b_q, const char* op,
@@ -222,11 +222,11 @@ void check_int8_bmm_args(const at::Tensor& a_q, const at::Tensor& b_q, const cha
                     " and b_q is ", b_q.sizes());
   TORCH_CHECK_VALUE(a_q.size(2) == b_q.size(2), op, ": K mismatch: a_q is ", a_q.sizes(),
                     " ([B, M, K]) and b_q is ", b_q.sizes(), " ([B, N, K])");
+  check_k(a_q.size(2), op);
+  if (rule == DeviceRule::kCuda) check_n_multiple(b_q.size(1), op, "b_q");
   check_device(a_q, op, "a_q", rule);
   check_device(b_q, op, "b_q", rule);
   check_same_device(a_q, "a_q", b_q, "b_q", op);
-  check_k(a_q.size(2), op);
-  if (rule == DeviceRule::kCuda) check_n_multiple(b_q.size(1), op, "b_q");
 }
 
 void check_float_activation(const at::Tensor& x, const char* op, DeviceRule rule) {
