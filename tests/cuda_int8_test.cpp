@@ -104,8 +104,12 @@ double tol_of(at::ScalarType t) {
 // ---- plain helpers ------------------------------------------------------------------------------
 
 TEST(CudaInt8Helpers, AvailabilityImpliesBuilt) {
-  if (tquant::cuda_int8_available()) EXPECT_TRUE(tquant::cuda_int8_built());
-  if (!tquant::cuda_int8_built()) EXPECT_EQ(tquant::detail::int8_gemm_heuristic_queries(), 0u);
+  if (tquant::cuda_int8_available()) {
+    EXPECT_TRUE(tquant::cuda_int8_built());
+  }
+  if (!tquant::cuda_int8_built()) {
+    EXPECT_EQ(tquant::detail::int8_gemm_heuristic_queries(), 0u);
+  }
 }
 
 TEST(CudaInt8Helpers, RoundUp) {
