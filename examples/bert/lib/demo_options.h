@@ -1,0 +1,68 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace bert {
+
+/// Settings of the PTQ / QAT demo (examples/bert/demo.cpp). parse_demo_options fills the paths
+/// and the mode; the sizes below are those of the full run, and `--quick` shrinks them
+/// (see apply_quick_mode) so that CI runs every step in a few minutes on 2 cores.
+struct DemoOptions {
+  std::string model_dir;  ///< all-MiniLM-L6-v2: config.json, vocab.txt, model.safetensors
+  std::string data_dir;   ///< fine_foods_{train,test}.csv; the FP32 checkpoint is cached here
+  std::string out_dir = "build/bert_demo";
+  bool quick = false;
+  int threads = 2;
+  uint64_t seed = 0;
+
+  int64_t seq_len = 128;
+  int64_t batch_size = 32;
+  /// Reviews of the training CSV used (0: all 4,000); validation_size of them are held out.
+  int64_t train_reviews = 0;
+  int64_t validation_size = 500;
+  /// Reviews of the test CSV used (0: all 1,000).
+  int64_t test_reviews = 0;
+  /// FP32 fine-tuning: epochs over the training part, AdamW with linear warm-up and decay.
+  int64_t epochs = 1;
+  double encoder_lr = 5e-5;
+  double head_lr = 1e-3;
+  double warmup_fraction = 0.1;
+  /// Training reviews the static quantizers observe (one pass, every method from it).
+  int64_t calibration_reviews = 256;
+  /// QAT: steps of batch_size, split into qat_checkpoints evaluations on validation; the best
+  /// on validation is kept (checkpoint 0 is the PTQ model itself).
+  int64_t qat_steps = 28;
+  int64_t qat_checkpoints = 4;
+  double qat_lr = 5e-6;
+  /// Latency: batch x seq of test reviews padded to the length, median of `latency_runs`.
+  int64_t latency_batch = 32;
+  int64_t latency_seq = 128;
+  int64_t latency_warmup = 2;
+  int64_t latency_runs = 7;
+  /// Fallback budget in accuracy points (fraction: 0.005 = 0.5 point).
+  double fallback_budget = 0.005;
+};
+
+/// The usage text (options and where the defaults come from).
+std::string demo_usage();
+
+/// Parses the command line:
+///   --model-dir DIR  --data-dir DIR  --out-dir DIR  --quick  --threads N  --epochs N
+///   --seed N  --help
+/// Paths not given come from the environment (TQUANT_BERT_MODEL_DIR, TQUANT_DATA_DIR), then
+/// from bert_assets.env (MODEL_DIR=..., DATA_DIR=...) written by scripts/setup_bert_assets.sh,
+/// looked up in ./build/data/ and in the source tree's build/data/. Throws std::invalid_argument
+/// on an unknown option, and std::runtime_error naming the missing file (with the hint to run
+/// scripts/setup_bert_assets.sh) when the model or the data cannot be found.
+/// Sets `help` and returns early when --help is given.
+DemoOptions parse_demo_options(int argc, char** argv, bool* help);
+
+/// The sizes of `--quick`: 64 tokens, 640 training reviews (128 held out), 256 test reviews,
+/// 64 calibration reviews, 12 QAT steps; latency still at batch 32 x 128.
+void apply_quick_mode(DemoOptions& options);
+
+/// One line per setting, for the log and the results files.
+std::string describe(const DemoOptions& options);
+
+}  // namespace bert

@@ -1,0 +1,54 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "bert_model.h"
+#include "demo_data.h"
+
+namespace bert {
+
+/// Accuracy of a classifier on a set, and (optionally) the sentence embeddings it computes on
+/// the way: mean_pool_normalize of the encoder output, the vector its head classifies.
+struct EvalResult {
+  double accuracy = 0.0;
+  int64_t count = 0;
+  double seconds = 0.0;
+  /// [count, hidden] in the set's order, when asked for.
+  at::Tensor embeddings;
+};
+
+/// Runs `model` in eval mode without gradients on the first `limit` reviews (0: all) of `set`,
+/// in length-sorted batches. Progress goes to stderr under `label`.
+EvalResult evaluate(BertClassifierImpl& model, const EncodedSet& set, int64_t batch_size,
+                    const std::string& label, bool keep_embeddings = false, size_t limit = 0);
+
+/// Fine-tuning settings (AdamW, linear warm-up then linear decay to 0 over `steps`).
+struct TrainSettings {
+  int64_t steps = 0;  ///< optimizer steps (batches)
+  int64_t batch_size = 32;
+  double encoder_lr = 5e-5;  ///< the "bert" child
+  double head_lr = 1e-3;     ///< the "classifier" head
+  double warmup_fraction = 0.1;
+  double weight_decay = 0.01;
+  uint64_t seed = 0;
+  std::string label = "fine-tune";
+};
+
+/// Trains `model` (train mode, dropout on) with cross-entropy on shuffled batches of `train`
+/// for settings.steps steps (epochs follow one another with fresh shuffles). After every
+/// `callback_every` steps (if > 0) `callback(step)` runs (e.g. a validation checkpoint); the
+/// model is put back in train mode afterwards. Returns the mean loss of the last 20 steps.
+double train_classifier(BertClassifierImpl& model, const EncodedSet& train,
+                        const TrainSettings& settings, int64_t callback_every = 0,
+                        const std::function<void(int64_t)>& callback = {});
+
+/// Median wall time in milliseconds of `runs` forwards of `model` on `batch` (after `warmup`
+/// forwards), eval mode, no gradients.
+double median_latency_ms(BertClassifierImpl& model, const DemoBatch& batch, int64_t warmup,
+                         int64_t runs);
+
+}  // namespace bert
