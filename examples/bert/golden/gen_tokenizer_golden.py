@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden token ids of all-MiniLM-L6-v2's tokenizer for examples/bert/tests/wordpiece_tokenizer_test.cpp.
+"""Golden token ids of all-MiniLM-L6-v2's tokenizer for tests/wordpiece_tokenizer_test.cpp.
 
 Runs Hugging Face `tokenizers` (Tokenizer.from_file(<model dir>/tokenizer.json), its own
 padding and truncation settings switched off and set per case) and writes
@@ -7,7 +7,8 @@ tokenizer_golden.jsonl next to this script, one JSON object a line:
 
   {"kind": "single", "name": ..., "text": ..., "max_length": L, "ids": [...]}
       ids of encode(text) truncated to L (special tokens included)
-  {"kind": "batch", "name": ..., "texts": [...], "max_length": L, "padding": "longest" | "max_length",
+  {"kind": "batch", "name": ..., "texts": [...], "max_length": L,
+   "padding": "longest" | "max_length",
    "input_ids": [[...]], "token_type_ids": [[...]], "attention_mask": [[...]]}
       encode_batch with truncation to L and padding to the longest text or to L
   optional "hf_differs": why the C++ tokenizer (utf8proc's Unicode 15 tables) is known to give
@@ -113,7 +114,8 @@ def read_reviews(path, count):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", default=None)
-    parser.add_argument("--data-dir", default=os.environ.get("TQUANT_DATA_DIR", ROOT / "build/data"))
+    parser.add_argument("--data-dir",
+                        default=os.environ.get("TQUANT_DATA_DIR", ROOT / "build/data"))
     parser.add_argument("--out", default=HERE / "tokenizer_golden.jsonl")
     args = parser.parse_args()
     model_dir = args.model_dir or default_model_dir()

@@ -69,9 +69,8 @@ class CsvReader {
   }
 
   void read_unquoted(std::string& field) {
-    for (int c = in_.peek(); c != ',' && c != '\n' && c != '\r' &&
-                             c != std::char_traits<char>::eof();
-         c = in_.peek()) {
+    for (int c = in_.peek();
+         c != ',' && c != '\n' && c != '\r' && c != std::char_traits<char>::eof(); c = in_.peek()) {
       TORCH_CHECK(c != '"', source_, ":", line_, ": expected a quote only at the start of a ",
                   "field, got one inside the unquoted field '", field, "'");
       field.push_back(static_cast<char>(in_.get()));

@@ -18,8 +18,8 @@ namespace {
 // Unicode 4.1 and not exposed by utf8proc.
 bool is_whitespace(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 // BertNormalizer's is_control: "other" categories Cc, Cf, Co, Cs, except tab, LF and CR (which
@@ -55,7 +55,7 @@ bool is_punctuation(char32_t c) {
   return category >= UTF8PROC_CATEGORY_PC && category <= UTF8PROC_CATEGORY_PO;
 }
 
-// ---- UTF-8 ---------------------------------------------------------------------------------------
+// ---- UTF-8 -------------------------------------------------------------------------------------
 
 std::u32string decode_utf8(const std::string& text) {
   std::u32string out;
@@ -66,8 +66,10 @@ std::u32string decode_utf8(const std::string& text) {
     utf8proc_int32_t c = 0;
     const utf8proc_ssize_t n =
         utf8proc_iterate(bytes + offset, static_cast<utf8proc_ssize_t>(text.size() - offset), &c);
-    TORCH_CHECK_VALUE(n > 0, "WordPieceTokenizer: expected UTF-8 text, got an invalid sequence at "
-                      "byte ", offset, " (byte value ", static_cast<int>(bytes[offset]), ")");
+    TORCH_CHECK_VALUE(n > 0,
+                      "WordPieceTokenizer: expected UTF-8 text, got an invalid sequence at "
+                      "byte ",
+                      offset, " (byte value ", static_cast<int>(bytes[offset]), ")");
     out.push_back(static_cast<char32_t>(c));
     offset += static_cast<size_t>(n);
   }
@@ -92,10 +94,10 @@ std::u32string nfd(const std::u32string& text) {
   const std::string utf8 = encode_utf8(text);
   std::vector<utf8proc_int32_t> buffer(text.size() * 4 + 1);
   for (;;) {
-    const utf8proc_ssize_t n = utf8proc_decompose(
-        reinterpret_cast<const utf8proc_uint8_t*>(utf8.data()),
-        static_cast<utf8proc_ssize_t>(utf8.size()), buffer.data(),
-        static_cast<utf8proc_ssize_t>(buffer.size()), UTF8PROC_DECOMPOSE);
+    const utf8proc_ssize_t n =
+        utf8proc_decompose(reinterpret_cast<const utf8proc_uint8_t*>(utf8.data()),
+                           static_cast<utf8proc_ssize_t>(utf8.size()), buffer.data(),
+                           static_cast<utf8proc_ssize_t>(buffer.size()), UTF8PROC_DECOMPOSE);
     TORCH_CHECK(n >= 0, "WordPieceTokenizer: NFD failed: ", utf8proc_errmsg(n));
     if (static_cast<size_t>(n) <= buffer.size()) return {buffer.begin(), buffer.begin() + n};
     buffer.resize(static_cast<size_t>(n));
@@ -113,7 +115,8 @@ void append_lowercase(std::u32string& out, char32_t c) {
   out.push_back(static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(c))));
 }
 
-// ---- Files -----------------------------------------------------------------------------------
+// ---- Files
+// ---------------------------------------------------------------------------------------
 
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -138,8 +141,8 @@ void read_tokenizer_json(const std::string& path,
   };
   TORCH_CHECK(type_of("normalizer") == "BertNormalizer", "WordPieceTokenizer: expected ", path,
               " to have a BertNormalizer, got '", type_of("normalizer"), "'");
-  TORCH_CHECK(type_of("pre_tokenizer") == "BertPreTokenizer", "WordPieceTokenizer: expected ",
-              path, " to have a BertPreTokenizer, got '", type_of("pre_tokenizer"), "'");
+  TORCH_CHECK(type_of("pre_tokenizer") == "BertPreTokenizer", "WordPieceTokenizer: expected ", path,
+              " to have a BertPreTokenizer, got '", type_of("pre_tokenizer"), "'");
   TORCH_CHECK(type_of("model") == "WordPiece", "WordPieceTokenizer: expected ", path,
               " to have a WordPiece model, got '", type_of("model"), "'");
 
@@ -351,8 +354,7 @@ std::vector<int64_t> WordPieceTokenizer::tokenize(const std::string& text) const
   return ids;
 }
 
-std::vector<int64_t> WordPieceTokenizer::encode(const std::string& text,
-                                                int64_t max_length) const {
+std::vector<int64_t> WordPieceTokenizer::encode(const std::string& text, int64_t max_length) const {
   TORCH_CHECK_VALUE(max_length >= 2, "WordPieceTokenizer::encode: expected max_length >= 2 ",
                     "(room for [CLS] and [SEP]), got ", max_length);
   const std::vector<int64_t> tokens = tokenize(text);

@@ -18,8 +18,8 @@ namespace {
 // gtest assertion: `text` contains `part` (the examples link gtest only, not gmock).
 ::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
   if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "expected a message containing\n  " << part
-                                       << "\ngot\n  " << text;
+  return ::testing::AssertionFailure()
+         << "expected a message containing\n  " << part << "\ngot\n  " << text;
 }
 
 const std::string kHeader = "\"product\",\"review\",\"score\"\n";
@@ -58,8 +58,9 @@ TEST(FineFoodsCsv, ReadsQuotedFieldsWithDoubledQuotesCommasAndNewlines) {
 }
 
 TEST(FineFoodsCsv, AcceptsCrlfUnquotedFieldsAndMissingFinalNewline) {
-  const auto reviews = parse("\"product\",\"review\",\"score\"\r\nB001,Tasty,great\r\n"
-                             "\"B002\",\"Caf\xC3\xA9 \xE2\x98\x95\",other");
+  const auto reviews = parse(
+      "\"product\",\"review\",\"score\"\r\nB001,Tasty,great\r\n"
+      "\"B002\",\"Caf\xC3\xA9 \xE2\x98\x95\",other");
   ASSERT_EQ(reviews.size(), 2u);
   EXPECT_EQ(reviews[0].text, "Tasty");
   EXPECT_EQ(reviews[0].label, 1);
@@ -71,7 +72,7 @@ TEST(FineFoodsCsv, HeaderOnlyGivesNoReviews) { EXPECT_TRUE(parse(kHeader).empty(
 
 TEST(FineFoodsCsv, WrongHeaderIsAnError) {
   EXPECT_TRUE(Contains(parse_error("\"product\",\"text\",\"score\"\n"),
-              "fixture.csv:1: expected the header \"product\",\"review\",\"score\""));
+                       "fixture.csv:1: expected the header \"product\",\"review\",\"score\""));
   EXPECT_TRUE(Contains(parse_error(""), "fixture.csv:1: expected the header"));
 }
 
@@ -79,34 +80,35 @@ TEST(FineFoodsCsv, ErrorsNameTheLineAfterMultiLineRecords) {
   // The bad record starts on line 4: the review of line 2 spans lines 2 and 3.
   const std::string csv = kHeader + "\"B001\",\"two\nlines\",\"great\"\n\"B002\",\"no score\"\n";
   EXPECT_TRUE(Contains(parse_error(csv),
-              "fixture.csv:4: expected 3 fields (product, review, score), got 2"));
+                       "fixture.csv:4: expected 3 fields (product, review, score), got 2"));
 }
 
 TEST(FineFoodsCsv, BlankLineIsAnError) {
-  EXPECT_TRUE(Contains(parse_error(kHeader + "\"B001\",\"ok\",\"great\"\n\n\"B002\",\"ok\",\"other\"\n"),
-              "fixture.csv:3: expected 3 fields (product, review, score), got 1"));
+  EXPECT_TRUE(
+      Contains(parse_error(kHeader + "\"B001\",\"ok\",\"great\"\n\n\"B002\",\"ok\",\"other\"\n"),
+               "fixture.csv:3: expected 3 fields (product, review, score), got 1"));
 }
 
 TEST(FineFoodsCsv, UnknownScoreIsAnError) {
-  EXPECT_TRUE(Contains(parse_error(kHeader + "\"B001\",\"ok\",\"5 stars\"\n"),
-              "fixture.csv:2: expected the score \"great\" or \"other\", got \"5 stars\""));
+  EXPECT_TRUE(
+      Contains(parse_error(kHeader + "\"B001\",\"ok\",\"5 stars\"\n"),
+               "fixture.csv:2: expected the score \"great\" or \"other\", got \"5 stars\""));
 }
 
 TEST(FineFoodsCsv, BrokenQuotingIsAnError) {
   EXPECT_TRUE(Contains(parse_error(kHeader + "\"B001\",\"never closed,great\n"),
-              "fixture.csv:2: expected a closing quote for the field that starts here, "
-                        "got the end of the file"));
+                       "fixture.csv:2: expected a closing quote for the field that starts here, "
+                       "got the end of the file"));
   EXPECT_TRUE(Contains(parse_error(kHeader + "\"B001\",\"closed\"early\",\"great\"\n"),
-              "fixture.csv:2: expected ',' or the end of the line after a closing "
-                        "quote, got 'e'"));
+                       "fixture.csv:2: expected ',' or the end of the line after a closing "
+                       "quote, got 'e'"));
   EXPECT_TRUE(Contains(parse_error(kHeader + "B001,say \"hi\",great\n"),
-              "fixture.csv:2: expected a quote only at the start of a field"));
+                       "fixture.csv:2: expected a quote only at the start of a field"));
 }
 
 TEST(FineFoodsCsv, ReadsAFileAndNamesAMissingOne) {
-  const auto path =
-      std::filesystem::temp_directory_path() / ("tquant_fine_foods_" + std::to_string(::getpid()) +
-                                                ".csv");
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("tquant_fine_foods_" + std::to_string(::getpid()) + ".csv");
   {
     std::ofstream out(path, std::ios::binary);
     out << kHeader << "\"B001\",\"Yum\",\"great\"\n";
@@ -162,8 +164,10 @@ TEST(FineFoodsSplit, SameSeedSameSplitOtherSeedOtherSplit) {
   EXPECT_EQ(texts(a.validation), texts(b.validation));
   EXPECT_NE(texts(a.validation), texts(c.validation));
   // A shuffle, not the first or last rows.
-  EXPECT_NE(texts(a.validation), texts(std::vector<bert::Review>(reviews.begin(), reviews.begin() + 17)));
-  EXPECT_NE(texts(a.validation), texts(std::vector<bert::Review>(reviews.end() - 17, reviews.end())));
+  EXPECT_NE(texts(a.validation),
+            texts(std::vector<bert::Review>(reviews.begin(), reviews.begin() + 17)));
+  EXPECT_NE(texts(a.validation),
+            texts(std::vector<bert::Review>(reviews.end() - 17, reviews.end())));
 }
 
 TEST(FineFoodsSplit, EdgeSizes) {

@@ -17,8 +17,8 @@ namespace {
 // gtest assertion: `text` contains `part` (the examples link gtest only, not gmock).
 ::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
   if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "expected a message containing\n  " << part
-                                       << "\ngot\n  " << text;
+  return ::testing::AssertionFailure()
+         << "expected a message containing\n  " << part << "\ngot\n  " << text;
 }
 
 // The message of the c10::Error that `f` throws, or "no error".
@@ -43,10 +43,9 @@ std::string join(const std::vector<int64_t>& ids) {
 // ---- A tiny in-test vocabulary: WordPiece rules without the model ------------------------------
 
 bert::WordPieceTokenizer tiny_tokenizer(int64_t max_input_chars_per_word = 100) {
-  const std::vector<std::string> tokens = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "un",   "##aff",
-                                           "##able", "una",  "##ffa", "##ble", "a",    "##a",
-                                           "!",      ",",    "hello", "world", "cafe", "我",
-                                           "ж",      "##ж"};
+  const std::vector<std::string> tokens = {
+      "[PAD]", "[UNK]", "[CLS]", "[SEP]", "un",    "##aff", "##able", "una", "##ffa", "##ble",
+      "a",     "##a",   "!",     ",",     "hello", "world", "cafe",   "我",  "ж",     "##ж"};
   std::unordered_map<std::string, int64_t> vocab;
   for (size_t i = 0; i < tokens.size(); ++i) vocab[tokens[i]] = static_cast<int64_t>(i);
   bert::WordPieceTokenizerOptions options;
@@ -82,7 +81,11 @@ TEST(WordPieceTokenizer, BasicTokenizeCleansLowercasesStripsAccentsAndSplits) {
             (std::vector<std::string>{"hello", ",", "world", "!"}));
   // Control characters vanish, White_Space (tab, NBSP, ideographic space) separates words,
   // CJK ideographs are words of their own, combining marks go.
-  EXPECT_EQ(tokenizer.basic_tokenize("a\x01" "b\tc\xC2\xA0" "d\xE3\x80\x80" "e\xE6\x88\x91" "f e\xCC\x81"),
+  EXPECT_EQ(tokenizer.basic_tokenize("a\x01"
+                                     "b\tc\xC2\xA0"
+                                     "d\xE3\x80\x80"
+                                     "e\xE6\x88\x91"
+                                     "f e\xCC\x81"),
             (std::vector<std::string>{"ab", "c", "d", "e", "\xE6\x88\x91", "f", "e"}));
   EXPECT_TRUE(tokenizer.basic_tokenize("").empty());
   EXPECT_TRUE(tokenizer.basic_tokenize(" \t\n\r ").empty());
@@ -95,16 +98,18 @@ TEST(WordPieceTokenizer, EncodeAddsSpecialTokensAndTruncates) {
   EXPECT_EQ(tokenizer.encode("hello, world!", 2), (std::vector<int64_t>{2, 3}));
   EXPECT_EQ(tokenizer.encode("", 8), (std::vector<int64_t>{2, 3}));
   EXPECT_TRUE(Contains(error_of([&] { tokenizer.encode("hello", 1); }),
-              "expected max_length >= 2 (room for [CLS] and [SEP]), got 1"));
+                       "expected max_length >= 2 (room for [CLS] and [SEP]), got 1"));
 }
 
 TEST(WordPieceTokenizer, BatchPadsToLongestWithMaskAndZeroTokenTypes) {
   const auto tokenizer = tiny_tokenizer();
   const auto batch = tokenizer.encode_batch({"hello", "hello, world!", ""}, 16);
-  const auto expected_ids = torch::tensor({2, 14, 3, 0, 0, 0, 2, 14, 13, 15, 12, 3, 2, 3, 0, 0, 0, 0},
-                                          torch::kInt64).view({3, 6});
-  const auto expected_mask = torch::tensor({1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},
-                                           torch::kInt64).view({3, 6});
+  const auto expected_ids =
+      torch::tensor({2, 14, 3, 0, 0, 0, 2, 14, 13, 15, 12, 3, 2, 3, 0, 0, 0, 0}, torch::kInt64)
+          .view({3, 6});
+  const auto expected_mask =
+      torch::tensor({1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0}, torch::kInt64)
+          .view({3, 6});
   EXPECT_EQ(batch.input_ids.scalar_type(), torch::kInt64);
   EXPECT_TRUE(torch::equal(batch.input_ids, expected_ids)) << batch.input_ids;
   EXPECT_TRUE(torch::equal(batch.attention_mask, expected_mask)) << batch.attention_mask;
@@ -120,35 +125,40 @@ TEST(WordPieceTokenizer, BatchPadsToMaxLengthAndTruncates) {
   EXPECT_TRUE(torch::equal(truncated.input_ids,
                            torch::tensor({{2, 14, 13, 3}, {2, 10, 3, 0}}, torch::kInt64)));
   EXPECT_TRUE(Contains(error_of([&] { tokenizer.encode_batch({}, 4); }),
-              "expected at least one text, got none"));
+                       "expected at least one text, got none"));
 }
 
 TEST(WordPieceTokenizer, RejectsInvalidUtf8AndBadVocabularies) {
   const auto tokenizer = tiny_tokenizer();
   EXPECT_TRUE(Contains(error_of([&] { tokenizer.tokenize("ok \xFF"); }),
-              "expected UTF-8 text, got an invalid sequence at byte 3"));
-  EXPECT_TRUE(Contains(error_of([] { bert::WordPieceTokenizer({{"[UNK]", 0}, {"[CLS]", 1}, {"[PAD]", 2}}); }),
-              "expected the SEP token '[SEP]' in the vocabulary, not found"));
-  EXPECT_TRUE(Contains(error_of([] { bert::WordPieceTokenizer({{"[UNK]", 0}, {"[CLS]", 1}, {"[SEP]", 5}}); }),
-              "expected the ids of a vocabulary of 3 tokens to be 0..2 once each, got id 5"));
+                       "expected UTF-8 text, got an invalid sequence at byte 3"));
+  EXPECT_TRUE(Contains(error_of([] {
+                         bert::WordPieceTokenizer({{"[UNK]", 0}, {"[CLS]", 1}, {"[PAD]", 2}});
+                       }),
+                       "expected the SEP token '[SEP]' in the vocabulary, not found"));
+  EXPECT_TRUE(
+      Contains(error_of([] {
+                 bert::WordPieceTokenizer({{"[UNK]", 0}, {"[CLS]", 1}, {"[SEP]", 5}});
+               }),
+               "expected the ids of a vocabulary of 3 tokens to be 0..2 once each, got id 5"));
   EXPECT_TRUE(Contains(error_of([&] { tokenizer.token_to_id("nope"); }),
-              "token 'nope' is not in the vocabulary"));
+                       "token 'nope' is not in the vocabulary"));
   EXPECT_TRUE(Contains(error_of([&] { tokenizer.id_to_token(20); }),
-              "expected a token id in [0, 20), got 20"));
+                       "expected a token id in [0, 20), got 20"));
 }
 
 TEST(WordPieceTokenizer, VocabFileErrorsNameTheFile) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("tquant_vocab_" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("tquant_vocab_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const std::string path = (dir / "vocab.txt").string();
-  EXPECT_TRUE(Contains(error_of([&] { bert::load_vocab(path); }),
-              "cannot open vocabulary file " + path));
+  EXPECT_TRUE(
+      Contains(error_of([&] { bert::load_vocab(path); }), "cannot open vocabulary file " + path));
   EXPECT_TRUE(Contains(error_of([&] { bert::WordPieceTokenizer::from_pretrained(dir.string()); }),
-              "cannot open vocabulary file " + path));
+                       "cannot open vocabulary file " + path));
   std::ofstream(path) << "[PAD]\r\n[UNK]\r\nhello\r\n[UNK]\r\n";
   EXPECT_TRUE(Contains(error_of([&] { bert::load_vocab(path); }),
-              path + ":4: token '[UNK]' is already on line 2"));
+                       path + ":4: token '[UNK]' is already on line 2"));
   std::ofstream(path) << "[PAD]\r\n[UNK]\r\n[CLS]\r\n[SEP]\r\nhello\r\n";
   const auto vocab = bert::load_vocab(path);
   EXPECT_EQ(vocab.at("hello"), 4);  // "\r" removed
@@ -171,8 +181,8 @@ class PretrainedTokenizer : public ::testing::Test {
       GTEST_SKIP() << "set TQUANT_BERT_MODEL_DIR to the all-MiniLM-L6-v2 folder (MODEL_DIR in "
                       "build/data/bert_assets.env, from scripts/setup_bert_assets.sh)";
     }
-    tokenizer_ = std::make_unique<bert::WordPieceTokenizer>(
-        bert::WordPieceTokenizer::from_pretrained(dir));
+    tokenizer_ =
+        std::make_unique<bert::WordPieceTokenizer>(bert::WordPieceTokenizer::from_pretrained(dir));
   }
 
   static std::vector<nlohmann::json> golden_lines(const std::string& kind) {
@@ -206,7 +216,8 @@ TEST_F(PretrainedTokenizer, ReadsSettingsOfTheModel) {
   EXPECT_EQ(tokenizer_->basic_tokenize("H\xC3\xA9llo, WORLD!"),
             (std::vector<std::string>{"hello", ",", "world", "!"}));
   EXPECT_EQ(tokenizer_->wordpiece("unaffable"), (std::vector<int64_t>{14477, 20961, 3468}));
-  EXPECT_EQ(tokenizer_->encode("Great coffee!", 128), (std::vector<int64_t>{101, 2307, 4157, 999, 102}));
+  EXPECT_EQ(tokenizer_->encode("Great coffee!", 128),
+            (std::vector<int64_t>{101, 2307, 4157, 999, 102}));
   const auto batch = tokenizer_->encode_batch({"Great coffee!", "Bad."}, 128);
   EXPECT_TRUE(torch::equal(batch.attention_mask,
                            torch::tensor({{1, 1, 1, 1, 1}, {1, 1, 1, 1, 0}}, torch::kInt64)));
@@ -226,13 +237,15 @@ TEST_F(PretrainedTokenizer, IdsEqualHuggingFaceOnEveryGoldenText) {
       // Documented: characters newer than tokenizers' Unicode tables. Report, do not fail.
       ++known_differences;
       std::cout << "[ note ] " << line.at("name").get<std::string>() << ": "
-                << (got == expected ? "now equal to tokenizers" : "differs from tokenizers as "
-                                                                    "documented")
+                << (got == expected ? "now equal to tokenizers"
+                                    : "differs from tokenizers as "
+                                      "documented")
                 << " (" << line.at("hf_differs").get<std::string>() << ")\n";
       continue;
     }
     ++compared;
-    ASSERT_EQ(got, expected) << "first mismatch: golden line '" << line.at("name").get<std::string>() << "' (single "
+    ASSERT_EQ(got, expected) << "first mismatch: golden line '"
+                             << line.at("name").get<std::string>() << "' (single "
                              << "line " << i << "), max_length " << line.at("max_length")
                              << "\n  text:     " << line.at("text").dump()
                              << "\n  expected: " << join(expected) << "\n  got:      " << join(got);
@@ -252,16 +265,19 @@ TEST_F(PretrainedTokenizer, BatchEqualsHuggingFacePaddingAndMask) {
         .view({static_cast<int64_t>(values.size()), static_cast<int64_t>(values.at(0).size())});
   };
   for (const auto& line : lines) {
-    const auto padding = line.at("padding") == "max_length" ? bert::Padding::kMaxLength
-                                                              : bert::Padding::kLongest;
+    const auto padding =
+        line.at("padding") == "max_length" ? bert::Padding::kMaxLength : bert::Padding::kLongest;
     const auto batch = tokenizer_->encode_batch(line.at("texts").get<std::vector<std::string>>(),
                                                 line.at("max_length").get<int64_t>(), padding);
     const std::string name = line.at("name");
     EXPECT_TRUE(torch::equal(batch.input_ids, as_tensor(line.at("input_ids"))))
-        << name << ": input_ids\n" << batch.input_ids << "\nexpected\n" << as_tensor(line.at("input_ids"));
+        << name << ": input_ids\n"
+        << batch.input_ids << "\nexpected\n"
+        << as_tensor(line.at("input_ids"));
     EXPECT_TRUE(torch::equal(batch.token_type_ids, as_tensor(line.at("token_type_ids")))) << name;
     EXPECT_TRUE(torch::equal(batch.attention_mask, as_tensor(line.at("attention_mask"))))
-        << name << ": attention_mask\n" << batch.attention_mask;
+        << name << ": attention_mask\n"
+        << batch.attention_mask;
   }
 }
 
