@@ -2,7 +2,6 @@
 
 #include <fstream>
 #include <random>
-#include <sstream>
 #include <utility>
 
 #include <torch/torch.h>
