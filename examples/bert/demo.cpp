@@ -11,11 +11,13 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <limits>
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <torch/torch.h>
@@ -59,6 +61,14 @@ std::string fixed(double value, int digits) {
 }
 
 void say(const std::string& text) { std::cerr << "== " << text << std::endl; }
+
+// The 1-minute load average (Linux), to tell a reader how busy the machine was.
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string one;
+  if (!(in >> one)) return "unknown";
+  return one;
+}
 
 // The parameters of a model, copied (to restore after QAT).
 std::vector<at::Tensor> snapshot_parameters(torch::nn::Module& model) {
@@ -124,7 +134,9 @@ int run(int argc, char** argv) {
   results.settings = bert::describe(options);
   const bool has_cuda = torch::cuda::is_available();
   results.machine = "CPU threads " + std::to_string(torch::get_num_threads()) + ", " +
-                    (has_cuda ? "CUDA GPU present (not used by this demo)" : "no CUDA GPU present");
+                    (has_cuda ? "CUDA GPU present (not used by this demo)" : "no CUDA GPU present") +
+                    ", " + std::to_string(std::thread::hardware_concurrency()) +
+                    " hardware threads, load average at start " + load_average();
   say("settings\n" + results.settings + "\n" + results.machine);
 
   // ---- data -----------------------------------------------------------------------------------
@@ -494,6 +506,7 @@ int run(int argc, char** argv) {
                           " pt); test = " + std::to_string(test.size()) + " reviews (1 review = " +
                           fixed(100.0 / std::max<size_t>(1, test.size()), 2) + " pt)");
   results.durations.emplace_back("total", since(demo_start));
+  results.machine += ", at end " + load_average();
 
   std::vector<bert::SensitivityBar> bars;
   for (const auto& g : sensitivity.groups) {

@@ -88,13 +88,14 @@ void apply_quick_mode(DemoOptions& options) {
   options.seq_len = 64;
   options.train_reviews = 640;
   options.validation_size = 128;
-  options.test_reviews = 256;
+  options.test_reviews = 200;
   options.epochs = 1;
   options.encoder_lr = 1e-4;
   options.calibration_reviews = 64;
   options.qat_steps = 12;
   options.qat_checkpoints = 3;
-  options.latency_runs = 5;
+  options.latency_warmup = 1;
+  options.latency_runs = 3;
 }
 
 DemoOptions parse_demo_options(int argc, char** argv, bool* help) {

@@ -58,8 +58,9 @@ std::string demo_usage();
 /// Sets `help` and returns early when --help is given.
 DemoOptions parse_demo_options(int argc, char** argv, bool* help);
 
-/// The sizes of `--quick`: 64 tokens, 640 training reviews (128 held out), 256 test reviews,
-/// 64 calibration reviews, 12 QAT steps; latency still at batch 32 x 128.
+/// The sizes of `--quick`: 64 tokens, 640 training reviews (128 held out), 200 test reviews,
+/// 64 calibration reviews, 12 QAT steps; latency still at batch 32 x 128 (1 warm-up, median
+/// of 3).
 void apply_quick_mode(DemoOptions& options);
 
 /// One line per setting, for the log and the results files.
