@@ -1,2 +1,86 @@
 // convert and quantize_dynamic (include/tquant/quantize.h).
+#include <string>
+
+#include "tquant/gemm.h"
+#include "tquant/nn/quantizable.h"
+#include "tquant/qconfig.h"
 #include "tquant/quantize.h"
+#include "module_walk.h"
+
+namespace tquant {
+
+namespace {
+
+/// How a converted module computes on CPU, for the report.
+std::string backend_of(const std::string& type, const std::string& scheme) {
+  if (scheme.rfind("weight_only", 0) == 0) {
+    return type == "QuantEmbedding" ? "int codes, rows dequantized per lookup"
+                                    : "int codes dequantized per call + float GEMM";
+  }
+  if (type == "QuantMatMul") return "int8 codes, exact integer product (float GEMM of codes)";
+  return "int8 GEMM (" + to_string(int8_gemm_path()) + ")";
+}
+
+/// convert's precondition: every static activation quantizer of a module about to be
+/// converted has seen data, so no module is converted with a made-up scale.
+void check_calibrated(const std::string& name, torch::nn::Module& module) {
+  for (const auto& [quantizer_name, quantizer] : detail::quantizers_of(module)) {
+    if (quantizer_name == "weight_quantizer" || quantizer->options.dynamic()) continue;
+    TORCH_CHECK_VALUE(quantizer->observer_ref().has_data() || quantizer->qparams().defined(),
+                      "convert: ", detail::join_name(name, quantizer_name),
+                      " has seen no data, so it has no scale; run tquant::calibrate before "
+                      "convert, or switch the module off with set_quantizers_enabled");
+  }
+}
+
+}  // namespace
+
+ConvertReport convert(torch::nn::Module& model) {
+  const auto modules = detail::quantizable_modules(model);
+  bool any_prepared = false;
+  for (const auto& [name, module] : modules) {
+    Quantizable& quantizable = *as_quantizable(*module);
+    if (!quantizable.qconfig() && quantizable.mode() != QuantMode::kConverted) continue;
+    any_prepared = true;
+    if (quantizable.mode() == QuantMode::kObserve ||
+        quantizable.mode() == QuantMode::kFakeQuant) {
+      check_calibrated(name, *module);
+    }
+  }
+  TORCH_CHECK_VALUE(any_prepared, "convert: expected a prepared model (tquant modules with a "
+                    "QConfig), got none; call tquant::prepare and tquant::calibrate first");
+
+  ConvertReport report;
+  for (const auto& [name, module] : modules) {
+    Quantizable& quantizable = *as_quantizable(*module);
+    if (!quantizable.qconfig() && quantizable.mode() != QuantMode::kConverted) continue;
+    const std::string type = quantizable.quant_type_name();
+    if (quantizable.mode() == QuantMode::kFloat) {
+      report.unconverted.push_back({name, type, QuantMode::kFloat,
+                                    "disabled (float mode): set_quantizers_enabled(false) or "
+                                    "not calibrated"});
+      continue;
+    }
+    const ConvertResult result = quantizable.convert();
+    if (result.converted) {
+      report.converted.push_back({name, type, result.scheme, backend_of(type, result.scheme)});
+    } else {
+      report.unconverted.push_back({name, type, quantizable.mode(), result.reason});
+    }
+  }
+  return report;
+}
+
+ConvertReport quantize_dynamic(torch::nn::Module& model) {
+  return quantize_dynamic(model,
+                          QConfigMapping().set_module_type("QuantLinear", int8_dynamic_qconfig()));
+}
+
+ConvertReport quantize_dynamic(torch::nn::Module& model, const QConfigMapping& mapping) {
+  PrepareReport prepared = prepare(model, mapping);
+  ConvertReport report = convert(model);
+  report.left_float = std::move(prepared.left_float);
+  return report;
+}
+
+}  // namespace tquant

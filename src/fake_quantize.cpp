@@ -31,6 +31,13 @@ void FakeQuantizeImpl::reset() {
   zero_point = register_buffer("zero_point", at::empty({0}, at::kInt));
   observer_enabled_flag = register_buffer("observer_enabled", at::ones({1}, at::kByte));
   fake_quant_enabled_flag = register_buffer("fake_quant_enabled", at::ones({1}, at::kByte));
+  if (options.dynamic()) {
+    const auto& spec = observer_ref().quant_spec();
+    TORCH_CHECK_VALUE(spec.symmetric() && is_integer(spec.dtype()) &&
+                          spec.granularity() == Granularity::kPerTensor,
+                      "FakeQuantize: dynamic per-token quantization needs an observer with a "
+                      "symmetric integer per-tensor spec, got ", to_string(spec));
+  }
 }
 
 ObserverBase& FakeQuantizeImpl::observer_ref() const { return as_observer(*observer); }
@@ -55,6 +62,17 @@ QParams FakeQuantizeImpl::qparams() const {
 }
 
 at::Tensor FakeQuantizeImpl::forward(const at::Tensor& x) {
+  if (options.dynamic()) {
+    if (!fake_quant_enabled()) {
+      if (observer_enabled()) observer_ref().observe(x.detach());
+      return x;
+    }
+    TORCH_CHECK_VALUE(x.dim() >= 1 && x.numel() > 0, "FakeQuantize (dynamic): expected a "
+                      "non-empty input [..., K], got shape ", x.sizes());
+    const at::Tensor rows = x.reshape({-1, x.size(-1)});
+    const QParams qparams = per_token_qparams(rows, observer_ref().quant_spec());
+    return fake_quantize(rows, qparams, options.gradient()).reshape(x.sizes());
+  }
   if (observer_enabled()) {
     observer_ref().observe(x.detach());
     if (fake_quant_enabled()) update_qparams();
@@ -68,7 +86,7 @@ at::Tensor FakeQuantizeImpl::forward(const at::Tensor& x) {
 
 void FakeQuantizeImpl::pretty_print(std::ostream& stream) const {
   stream << "tquant::FakeQuantize(" << to_string(observer_ref().quant_spec())
-         << ", observer=" << (observer_enabled() ? "on" : "off")
+         << (options.dynamic() ? ", dynamic per-token" : "") << ", observer=" << (observer_enabled() ? "on" : "off")
          << ", fake_quant=" << (fake_quant_enabled() ? "on" : "off") << ")";
 }
 

@@ -72,6 +72,14 @@ QConfig int8_qat_qconfig() {
   return QConfig{std::move(activation), per_channel_int8_weight()};
 }
 
+QConfig int8_dynamic_qconfig() {
+  auto activation = fake_quantize_factory(
+      FakeQuantizeOptions(observer_factory<MinMaxObserver>(
+                              MinMaxObserverOptions(int8_per_tensor_activation_spec())))
+          .dynamic(true));
+  return QConfig{std::move(activation), per_channel_int8_weight()};
+}
+
 QConfig weight_only_int8_qconfig() { return QConfig{QuantizerFactory(), per_channel_int8_weight()}; }
 
 QConfig weight_only_int4_qconfig(int64_t block_size) {

@@ -86,6 +86,19 @@ at::Tensor block_param_rows(const at::Tensor& param, int64_t axis) {
 
 }  // namespace detail
 
+QParams per_token_qparams(const at::Tensor& x2d, const QuantSpec& spec, double eps) {
+  TORCH_CHECK_VALUE(x2d.dim() == 2, "per_token_qparams: expected a [M, K] tensor, got shape ",
+                    x2d.sizes());
+  TORCH_CHECK_VALUE(spec.symmetric() && is_integer(spec.dtype()) &&
+                        spec.granularity() == Granularity::kPerTensor,
+                    "per_token_qparams: expected a symmetric integer per-tensor spec, got ",
+                    to_string(spec));
+  QuantSpec row_spec = spec;
+  row_spec.granularity(Granularity::kPerChannel).axis(0);
+  const at::Tensor amax = x2d.detach().abs().amax({1}).to(at::kFloat);
+  return qparams_from_amax(amax, row_spec, eps);
+}
+
 std::pair<at::Tensor, at::Tensor> reduce_min_max(const at::Tensor& x, const QuantSpec& spec,
                                                  const std::string& what) {
   TORCH_CHECK_VALUE(x.numel() > 0, what, ": expected a non-empty tensor, got shape ", x.sizes());

@@ -18,6 +18,7 @@
 #include "tquant/nn/quant_embedding.h"
 #include "tquant/nn/quant_linear.h"
 #include "tquant/nn/quantizable.h"
+#include "module_walk.h"
 
 namespace tquant {
 
@@ -25,8 +26,11 @@ namespace {
 
 namespace nn = torch::nn;
 
+using detail::quantizable_modules;
+using detail::quantizers_of;
+
 std::string join(const std::string& prefix, const std::string& key) {
-  return prefix.empty() ? key : prefix + "." + key;
+  return detail::join_name(prefix, key);
 }
 
 std::string display_name(const std::string& name) { return name.empty() ? "<root>" : name; }
@@ -77,17 +81,6 @@ bool is_container(const nn::Module& module) {
   return dynamic_cast<const nn::SequentialImpl*>(&module) != nullptr ||
          dynamic_cast<const nn::ModuleListImpl*>(&module) != nullptr ||
          dynamic_cast<const nn::ModuleDictImpl*>(&module) != nullptr;
-}
-
-/// The FakeQuantize modules of a tquant module with their names relative to it.
-std::vector<std::pair<std::string, FakeQuantizeImpl*>> quantizers_of(nn::Module& module) {
-  std::vector<std::pair<std::string, FakeQuantizeImpl*>> result;
-  for (const auto& item : module.named_modules("", /*include_self=*/false)) {
-    if (auto* quantizer = dynamic_cast<FakeQuantizeImpl*>(item.value().get())) {
-      result.emplace_back(item.key(), quantizer);
-    }
-  }
-  return result;
 }
 
 std::string scheme_of(nn::Module& module) {
@@ -307,16 +300,6 @@ PrepareReport prepare_with_mode(torch::nn::Module& model, const QConfigMapping& 
   PrepareWalk walk(mapping, mode);
   walk.visit(model, "", /*in_container=*/false);
   return walk.take_report();
-}
-
-/// Every tquant module of the model with its qualified name.
-std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> quantizable_modules(
-    nn::Module& model) {
-  std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> result;
-  for (const auto& item : model.named_modules()) {
-    if (as_quantizable(*item.value()) != nullptr) result.emplace_back(item.key(), item.value());
-  }
-  return result;
 }
 
 bool all_quantizers_have_data(nn::Module& module) {

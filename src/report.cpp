@@ -180,6 +180,51 @@ std::string CalibrationReport::to_string() const {
   return out.str();
 }
 
+const ConvertedModule* ConvertReport::find_converted(const std::string& name) const {
+  for (const auto& module : converted) {
+    if (module.name == name) return &module;
+  }
+  return nullptr;
+}
+
+const UnconvertedModule* ConvertReport::find_unconverted(const std::string& name) const {
+  for (const auto& module : unconverted) {
+    if (module.name == name) return &module;
+  }
+  return nullptr;
+}
+
+std::string ConvertReport::to_string() const {
+  std::ostringstream out;
+  if (!converted.empty()) {
+    Table table({"converted", "type", "scheme", "backend"});
+    for (const auto& module : converted) {
+      table.add({display_name(module.name), module.type, module.scheme, module.backend});
+    }
+    table.print(out);
+  }
+  int64_t simulated = 0;
+  if (!unconverted.empty()) {
+    Table table({"not converted", "type", "keeps mode", "reason"});
+    for (const auto& module : unconverted) {
+      if (module.mode != QuantMode::kFloat) ++simulated;
+      table.add({display_name(module.name), module.type, tquant::to_string(module.mode),
+                 module.reason});
+    }
+    table.print(out);
+  }
+  print_float_table(out, left_float);
+  out << "convert: " << converted.size() << " converted, " << simulated
+      << " kept fake-quant (simulated), "
+      << static_cast<int64_t>(unconverted.size()) - simulated << " disabled float, "
+      << float_summary(left_float) << '\n';
+  return out.str();
+}
+
+std::ostream& operator<<(std::ostream& stream, const ConvertReport& report) {
+  return stream << report.to_string();
+}
+
 std::ostream& operator<<(std::ostream& stream, const PrepareReport& report) {
   return stream << report.to_string();
 }

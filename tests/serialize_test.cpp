@@ -170,3 +170,59 @@ TEST(Serialize, TruncatedAndForeignFilesAreRejected) {
   EXPECT_THROW(load_state(*target, foreign), c10::ValueError);
   EXPECT_TRUE(same_state(before, snapshot(*target)));
 }
+
+namespace {
+
+/// A calibrated TwoLayer converted to INT8 (fc1 static int8, fc2 weight-only int4).
+TwoLayer converted_model(int64_t seed) {
+  TwoLayer model = calibrated_model(seed);
+  model->fc2->set_qconfig(weight_only_int4_qconfig(8));
+  model->fc2->set_mode(QuantMode::kFakeQuant);
+  EXPECT_TRUE(model->fc1->convert().converted);
+  EXPECT_TRUE(model->fc2->convert().converted);
+  return model;
+}
+
+}  // namespace
+
+TEST(Serialize, ConvertedModelLoadsIntoFreshFloatModelWithBitExactOutputs) {
+  TwoLayer saved = converted_model(21);
+  const std::string path = temp_path("converted.safetensors");
+  save_state(*saved, path);
+
+  torch::manual_seed(99);  // other float weights: everything must come from the file
+  TwoLayer fresh(8, 16, 3);
+  load_state(*fresh, path);
+  EXPECT_EQ(fresh->fc1->mode(), QuantMode::kConverted);
+  EXPECT_EQ(fresh->fc1->converted_scheme(), "int8_static");
+  EXPECT_EQ(fresh->fc2->converted_scheme(), "weight_only:block=8");
+  EXPECT_TRUE(same_state(snapshot(*fresh), snapshot(*saved)));
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({5, 8});
+  EXPECT_TRUE(torch::equal(fresh(x), saved(x)));
+
+  // The file holds integer codes, not float weights.
+  const auto file = read_safetensors(path);
+  EXPECT_EQ(file.tensors.at("fc1.weight_int8").scalar_type(), at::kChar);
+  EXPECT_EQ(file.tensors.count("fc1.weight"), 0u);
+  EXPECT_EQ(file.tensors.at("fc2.weight_scale").sizes(), at::IntArrayRef({3, 2}));
+}
+
+TEST(Serialize, ConvertedFileIntoOtherStructureFailsAndLeavesModelUnchanged) {
+  TwoLayer saved = converted_model(22);
+  const std::string path = temp_path("converted_other.safetensors");
+  save_state(*saved, path);
+  TwoLayer other(8, 12, 3);  // hidden 12 instead of 16
+  const auto before = snapshot(*other);
+  try {
+    load_state(*other, path);
+    FAIL() << "expected an error";
+  } catch (const c10::Error& error) {
+    // fc2's int4 blocks of 8 do not fit 12 input columns: the first mismatch found.
+    EXPECT_NE(std::string(error.what()).find("module 'fc2'"), std::string::npos)
+        << error.what();
+  }
+  EXPECT_TRUE(same_state(snapshot(*other), before));
+  EXPECT_EQ(other->fc1->mode(), QuantMode::kFloat);
+  EXPECT_TRUE(other->fc1->weight.defined());
+}

@@ -1,5 +1,6 @@
 // tquant quickstart: calibrate a small model with observers, compare the calibrators on one
-// activation, and measure the fake-quantization round trip of several formats.
+// activation, measure the fake-quantization round trip of several formats, then run the whole
+// flow (prepare, calibrate, convert to INT8, QAT, save and load) on a small classifier.
 //
 //   build/examples/quickstart/tquant_quickstart
 //
@@ -13,6 +14,8 @@
 #include <torch/torch.h>
 
 #include "tquant/tquant.h"
+
+#include "flow.h"
 
 namespace {
 
@@ -178,5 +181,8 @@ int main() {
               c10::toString(codes.scalar_type()), codes.min().item<int>(),
               codes.max().item<int>(),
               restored.equal(tquant::fake_quantize(fc1->weight, qp)) ? "yes" : "no");
+
+  // 7. The passes on a model: PTQ and QAT, convert to INT8, save and reload (flow.cpp).
+  run_full_flow();
   return 0;
 }

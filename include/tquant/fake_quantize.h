@@ -17,6 +17,11 @@ struct FakeQuantizeOptions {
   explicit FakeQuantizeOptions(ObserverFactory observer) : observer_(std::move(observer)) {}
   TORCH_ARG(ObserverFactory, observer);
   TORCH_ARG(GradientMode, gradient) = GradientMode::kSteClipped;
+  /// Dynamic per-token quantization: every forward computes one scale per row of its input
+  /// (the input viewed as [M, K], K its last dimension) from the data itself (per_token_qparams)
+  /// instead of using frozen parameters. The observer's spec gives dtype and range and must be
+  /// symmetric, integer and per-tensor; the observer only records during observe mode.
+  TORCH_ARG(bool, dynamic) = false;
 };
 
 /// Quantize-dequantize (QDQ) node for QAT and for simulating a quantized model.
@@ -27,6 +32,8 @@ struct FakeQuantizeOptions {
 ///                       FakeQuantize does every step; prefer min-max observers for QAT);
 ///   fake quant enabled: returns fake_quantize(x, scale, zero_point) with the chosen gradient;
 ///   otherwise:          returns x.
+/// With options.dynamic(), fake quantization uses per-row parameters computed from x at every
+/// call (the INT8 dynamic scheme), and scale / zero_point stay unused.
 /// The observer is the registered child "observer"; scale, zero_point and the two flags are
 /// buffers, so state_dict, to(device) and clone() carry them.
 class FakeQuantizeImpl : public torch::nn::Cloneable<FakeQuantizeImpl> {

@@ -87,6 +87,13 @@ QConfig int8_static_qconfig();
 /// while its observer is enabled. Gradients: clipped straight-through.
 QConfig int8_qat_qconfig();
 
+/// Dynamic int8 (torch.ao's quantize_dynamic, per token): nothing to calibrate;
+///   activation: dynamic per-token FakeQuantize (FakeQuantizeOptions::dynamic): each row of the
+///               input gets scale = max(amax_row / 127, eps) at run time,
+///               int8_per_tensor_activation_spec() range (narrow, [-127, 127]);
+///   weight:     PerChannelMinMaxObserver, int8_per_channel_weight_spec() (axis 0).
+/// Converted QuantLinear modules run int8_linear_dynamic. Gradients: clipped straight-through.
+QConfig int8_dynamic_qconfig();
 /// Weight-only int8: activations stay floating point;
 ///   weight: PerChannelMinMaxObserver, int8_per_channel_weight_spec() (axis 0).
 QConfig weight_only_int8_qconfig();

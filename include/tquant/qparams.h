@@ -44,6 +44,13 @@ QParams calculate_qparams(const at::Tensor& min_val, const at::Tensor& max_val,
 QParams qparams_from_amax(const at::Tensor& amax, const QuantSpec& spec,
                           double eps = kDefaultScaleEps);
 
+/// Dynamic per-token parameters of a [M, K] tensor (one scale per row, computed from the data
+/// at run time): amax[m] = max_k |x[m, k]|, then qparams_from_amax with `spec` made per-channel
+/// along axis 0. `spec` must be symmetric, integer and per-tensor; for the int8 narrow-range
+/// preset, scale[m] = max(amax[m] / 127, eps) in float32, the rule of int8_linear_dynamic.
+QParams per_token_qparams(const at::Tensor& x2d, const QuantSpec& spec,
+                          double eps = kDefaultScaleEps);
+
 /// Min and max of x reduced to the spec's granularity (0-dim, [C], or the block shape).
 /// Errors name `what` when the axis is out of range or a block does not divide the axis.
 std::pair<at::Tensor, at::Tensor> reduce_min_max(const at::Tensor& x, const QuantSpec& spec,

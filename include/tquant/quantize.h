@@ -140,4 +140,44 @@ int64_t set_quantizers_enabled(torch::nn::Module& model, const std::string& patt
 int64_t set_calibration_method(torch::nn::Module& model, CalibrationMethod method,
                                std::optional<double> percentile = std::nullopt);
 
+/// Lowers a calibrated (or QAT-trained) model to integer execution, in place.
+///
+/// Every prepared tquant module in fake-quant (or observe) mode is asked to convert
+/// (Quantizable::convert): its weight becomes integer codes with the quantizers' frozen scales
+/// (the float weight is dropped, the quantizers are unregistered) and forward runs:
+///   QuantLinear    int8_static / int8_dynamic: an INT8 GEMM (gemm.h: oneDNN qlinear or
+///                  _int_mm) with input quantization and output dequantization fused around it;
+///                  weight_only: codes dequantized per call, then a float GEMM;
+///   QuantMatMul    int8_static: both operands rounded to int8 codes, exact integer product;
+///   QuantEmbedding weight_only: codes gathered and dequantized per lookup.
+/// The converted output equals the fake-quant simulation up to float32 rounding (tests check
+/// within one output quantization step). A module whose scheme has no integer kernel
+/// (QuantConv2d, stubs, affine or per-channel activations, ...) keeps its fake-quant mode and
+/// is reported with the reason, never silently dropped to float; disabled (float) modules stay
+/// float and are reported too.
+///
+/// Checked before anything changes: the model has a prepared module, and every static
+/// activation quantizer of a module to convert has seen data (otherwise: run calibrate first;
+/// the error names the quantizer). Converted modules cannot change mode again.
+///
+/// Example:
+///   tquant::prepare(*net, tquant::QConfigMapping(tquant::int8_static_qconfig()));
+///   tquant::calibrate(*net, [&] { for (auto& batch : batches) net->forward(batch); });
+///   tquant::ConvertReport report = tquant::convert(*net);
+///   std::cout << report;
+///   at::Tensor y = net->forward(x);   // INT8 GEMMs
+ConvertReport convert(torch::nn::Module& model);
+
+/// One call to a dynamic INT8 model: prepare with `mapping` (default: every QuantLinear, and
+/// every plain torch::nn::Linear inside containers, gets int8_dynamic_qconfig()), then
+/// convert. Nothing to calibrate: activations get per-token scales at run time, weights
+/// per-channel scales from their own min/max. The report lists converted modules and, from the
+/// prepare step, the modules left float.
+///
+/// Example:
+///   tquant::ConvertReport report = tquant::quantize_dynamic(*net);
+///   at::Tensor y = net->forward(x);   // int8_linear_dynamic in every Linear
+ConvertReport quantize_dynamic(torch::nn::Module& model);
+ConvertReport quantize_dynamic(torch::nn::Module& model, const QConfigMapping& mapping);
+
 }  // namespace tquant

@@ -116,7 +116,45 @@ struct CalibrationReport {
   std::string to_string() const;
 };
 
+/// A module that convert lowered to integer execution.
+struct ConvertedModule {
+  std::string name;
+  std::string type;    ///< "QuantLinear"
+  std::string scheme;  ///< Quantizable::converted_scheme(), e.g. "int8_static"
+  /// How forward computes on CPU, e.g. "int8 GEMM (oneDNN qlinear)" or "dequantize + float".
+  std::string backend;
+};
+
+/// A prepared module that convert left as it was (it keeps simulating in fake-quant mode, or
+/// stays float), and why.
+struct UnconvertedModule {
+  std::string name;
+  std::string type;
+  QuantMode mode = QuantMode::kFloat;  ///< the mode it keeps
+  std::string reason;
+};
+
+/// What convert (or quantize_dynamic) did.
+///
+/// Example:
+///   tquant::ConvertReport report = tquant::convert(*model);
+///   std::cout << report;   // converted modules with scheme and backend, the others and why
+struct ConvertReport {
+  std::vector<ConvertedModule> converted;
+  /// Prepared modules not converted: simulated (fake-quant) or disabled (float).
+  std::vector<UnconvertedModule> unconverted;
+  /// Modules that were never quantized (from the prepare step of quantize_dynamic).
+  std::vector<FloatModule> left_float;
+
+  const ConvertedModule* find_converted(const std::string& name) const;
+  const UnconvertedModule* find_unconverted(const std::string& name) const;
+
+  /// Tables plus a summary line: "convert: 12 converted, 2 kept fake-quant, 1 float".
+  std::string to_string() const;
+};
+
 std::ostream& operator<<(std::ostream& stream, const PrepareReport& report);
+std::ostream& operator<<(std::ostream& stream, const ConvertReport& report);
 std::ostream& operator<<(std::ostream& stream, const CalibrationReport& report);
 
 }  // namespace tquant

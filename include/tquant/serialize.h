@@ -24,11 +24,19 @@ struct SaveOptions {
 ///   tquant::prepare(model, mapping);
 ///   tquant::calibrate(model, run_batches);
 ///   tquant::save_state(*model, "calibrated.safetensors");
+///   tquant::convert(*model);
+///   tquant::save_state(*model, "int8.safetensors");   // int8 codes, scales, schemes
+///   Net fresh;                                          // float, same structure
+///   tquant::load_state(*fresh, "int8.safetensors");    // converted, same outputs
 void save_state(const torch::nn::Module& model, const std::string& path,
                 const SaveOptions& options = {});
 
 /// Loads a file written by save_state into `model`, which must have the same structure
 /// (for a calibrated file: the same tquant modules, prepared with the same QConfigMapping).
+/// A converted file loads into a freshly constructed float model (no prepare needed): each
+/// module saved as converted is given the integer layout of its saved scheme
+/// (Quantizable::make_converted), then filled, and runs exactly as the saved model did
+/// (bit-identical outputs).
 /// Everything is checked before anything is changed: the format version, that the file and the
 /// model hold the same tensor names, and the dtype and shape of each (observer statistics,
 /// whose shape depends on the data, take the saved shape). On any mismatch the error names the

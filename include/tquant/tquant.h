@@ -14,7 +14,13 @@
 ///   nn/quant_linear.h    QuantLinear: drop-in torch::nn::Linear twin with float / observe / fake-quant modes
 ///   qconfig_mapping.h    QConfigMapping: which module gets which QConfig (name, pattern, type, skip)
 ///   report.h             PrepareReport, CalibrationReport (printable)
-///   quantize.h           prepare, prepare_qat, calibrate, set_quantizers_enabled, set_calibration_method
+///   quantize.h           prepare, prepare_qat, calibrate, set_quantizers_enabled, set_calibration_method,
+///                        convert, quantize_dynamic
+///   fuse.h               fuse Conv2d + BatchNorm2d (+ ReLU)
+///   sensitivity.h        per-module sensitivity analysis and mixed-precision fallback
+///   gemm.h               CPU INT8 Linear (oneDNN / _int_mm)
+///   cuda_int8.h          CUDA INT8 GEMM (cuBLASLt) and fused quantize / dequantize kernels
+///   serialize.h          save_state / load_state (safetensors)
 
 #include "tquant/formats.h"
 #include "tquant/qparams.h"
@@ -36,5 +42,6 @@
 #include "tquant/fuse.h"
 #include "tquant/sensitivity.h"
 #include "tquant/gemm.h"
+#include "tquant/cuda_int8.h"
 #include "tquant/safetensors.h"
 #include "tquant/serialize.h"

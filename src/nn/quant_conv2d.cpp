@@ -171,6 +171,7 @@ void QuantConv2dImpl::install_quantizers() {
 }
 
 void QuantConv2dImpl::set_mode(QuantMode mode) {
+  detail::check_mode_change(mode_, mode, name());
   TORCH_CHECK_VALUE(mode == QuantMode::kFloat || qconfig_.has_value(), name(), ": set_mode(",
                     to_string(mode), ") needs quantizers; call set_qconfig first");
   mode_ = mode;

@@ -6,6 +6,7 @@
 #include <torch/nn/init.h>
 #include <torch/utils.h>
 
+#include "converted_weight.h"
 #include "quant_module_detail.h"
 
 namespace tquant {
@@ -50,6 +51,10 @@ void QuantEmbeddingImpl::reset() {
                       name(), ": expected padding_idx in [", -options.num_embeddings(), ", ",
                       options.num_embeddings(), "), got ", padding_idx);
     if (padding_idx < 0) options.padding_idx(options.num_embeddings() + padding_idx);
+  }
+  if (mode_ == QuantMode::kConverted) {  // clone() of a converted module
+    make_converted(converted_scheme_);
+    return;
   }
   if (!options._weight().defined()) {
     weight = register_parameter(
@@ -104,6 +109,7 @@ void QuantEmbeddingImpl::install_quantizers() {
 }
 
 void QuantEmbeddingImpl::set_mode(QuantMode mode) {
+  detail::check_mode_change(mode_, mode, name());
   TORCH_CHECK_VALUE(mode == QuantMode::kFloat || qconfig_.has_value(), name(), ": set_mode(",
                     to_string(mode), ") needs quantizers; call set_qconfig first");
   TORCH_CHECK_NOT_IMPLEMENTED(mode != QuantMode::kFakeQuant || !options.sparse(), name(),
@@ -130,6 +136,14 @@ void QuantEmbeddingImpl::check_input(const at::Tensor& indices) const {
 
 at::Tensor QuantEmbeddingImpl::forward(const at::Tensor& indices) {
   check_input(indices);
+  if (mode_ == QuantMode::kConverted) {
+    const at::Tensor rows = indices.reshape({-1}).to(at::kLong);
+    auto shape = indices.sizes().vec();
+    shape.push_back(options.embedding_dim());
+    return detail::dequantize_codes(weight_int8.index_select(0, rows),
+                                    weight_scale.index_select(0, rows))
+        .reshape(shape);
+  }
   if (mode_ == QuantMode::kFloat || weight_quantizer.is_empty()) {
     return F::detail::embedding(indices, weight, options.padding_idx(), options.max_norm(),
                                 options.norm_type(), options.scale_grad_by_freq(),
@@ -146,6 +160,42 @@ at::Tensor QuantEmbeddingImpl::forward(const at::Tensor& indices) {
   return F::detail::embedding(indices, w, options.padding_idx(), /*max_norm=*/std::nullopt,
                               options.norm_type(), options.scale_grad_by_freq(),
                               options.sparse());
+}
+
+ConvertResult QuantEmbeddingImpl::convert() {
+  if (mode_ == QuantMode::kConverted) return {true, converted_scheme_, ""};
+  if (!qconfig_ || mode_ == QuantMode::kFloat || weight_quantizer.is_empty()) {
+    return {false, "", "in float mode (not prepared, or disabled)"};
+  }
+  if (options.max_norm()) {
+    return {false, "", "max_norm renormalizes the float table at every lookup; stays " +
+                           to_string(mode_)};
+  }
+  std::string reason;
+  auto codes = detail::weight_codes(*weight_quantizer, weight, &reason);
+  if (!codes) return {false, "", reason};
+  install_converted(detail::format_scheme("weight_only", codes->block), codes->codes,
+                    codes->scale);
+  return {true, converted_scheme_, ""};
+}
+
+void QuantEmbeddingImpl::make_converted(const std::string& scheme) {
+  const auto parsed = detail::parse_scheme(scheme, {"weight_only"}, name());
+  auto codes = detail::placeholder_codes(options.num_embeddings(), options.embedding_dim(),
+                                         parsed.block, name());
+  const auto device = weight.defined() ? weight.device() : at::Device(at::kCPU);
+  install_converted(scheme, codes.codes.to(device), codes.scale.to(device));
+}
+
+void QuantEmbeddingImpl::install_converted(const std::string& scheme, at::Tensor codes,
+                                           at::Tensor scale) {
+  if (parameters_.contains("weight")) parameters_.erase("weight");
+  weight = at::Tensor();
+  detail::unregister_quantizer(*this, "weight_quantizer", weight_quantizer);
+  weight_int8 = detail::set_buffer(*this, "weight_int8", std::move(codes));
+  weight_scale = detail::set_buffer(*this, "weight_scale", std::move(scale));
+  mode_ = QuantMode::kConverted;
+  converted_scheme_ = scheme;
 }
 
 }  // namespace tquant

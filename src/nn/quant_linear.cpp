@@ -7,6 +7,9 @@
 #include <torch/nn/init.h>
 #include <torch/utils.h>
 
+#include "tquant/cuda_int8.h"
+
+#include "converted_weight.h"
 #include "quant_module_detail.h"
 
 namespace tquant {
@@ -45,12 +48,18 @@ QuantLinear QuantLinearImpl::from_float(const torch::nn::Linear& linear) {
 void QuantLinearImpl::reset() {
   // Registration exactly as torch::nn::LinearImpl::reset, so parameter names, order and the
   // undefined bias match.
-  weight = register_parameter("weight",
-                              torch::empty({options.out_features(), options.in_features()}));
+  if (mode_ != QuantMode::kConverted) {
+    weight = register_parameter("weight",
+                                torch::empty({options.out_features(), options.in_features()}));
+  }
   if (options.bias()) {
     bias = register_parameter("bias", torch::empty(options.out_features()));
   } else {
     bias = register_parameter("bias", {}, /*requires_grad=*/false);
+  }
+  if (mode_ == QuantMode::kConverted) {  // clone() of a converted module: its layout again
+    make_converted(converted_scheme_);
+    return;
   }
   reset_parameters();
   if (qconfig_) {
@@ -94,6 +103,7 @@ void QuantLinearImpl::install_quantizers() {
 }
 
 void QuantLinearImpl::set_mode(QuantMode mode) {
+  detail::check_mode_change(mode_, mode, module_name(options));
   TORCH_CHECK_VALUE(mode == QuantMode::kFloat || qconfig_.has_value(), module_name(options),
                     ": set_mode(", to_string(mode), ") needs quantizers; call set_qconfig first");
   mode_ = mode;
@@ -116,11 +126,133 @@ void QuantLinearImpl::check_input(const at::Tensor& input) const {
 at::Tensor QuantLinearImpl::forward(const at::Tensor& input) {
   check_input(input);
   if (mode_ == QuantMode::kFloat) return F::linear(input, weight, bias);
+  if (mode_ == QuantMode::kConverted) return converted_forward(input);
   // kObserve: the quantizers record and return their inputs unchanged.
   // kFakeQuant: they return QDQ(x) with straight-through gradients.
   const at::Tensor x = input_quantizer.is_empty() ? input : input_quantizer(input);
   const at::Tensor w = weight_quantizer.is_empty() ? weight : weight_quantizer(weight);
   return F::linear(x, w, bias);
+}
+
+ConvertResult QuantLinearImpl::convert() {
+  if (mode_ == QuantMode::kConverted) return {true, converted_scheme_, ""};
+  if (!qconfig_ || mode_ == QuantMode::kFloat) {
+    return {false, "", "in float mode (not prepared, or disabled)"};
+  }
+  if (weight_quantizer.is_empty()) {
+    return {false, "", "no weight quantizer: nothing to store as integers"};
+  }
+  const QuantSpec& weight_spec = weight_quantizer->observer_ref().quant_spec();
+  std::string kind = "weight_only";
+  at::Tensor static_scale;
+  if (!input_quantizer.is_empty()) {
+    const QuantSpec& input_spec = input_quantizer->observer_ref().quant_spec();
+    if (!detail::is_int8_gemm_spec(input_spec) || !detail::is_int8_gemm_spec(weight_spec) ||
+        input_spec.granularity() != Granularity::kPerTensor ||
+        weight_spec.granularity() == Granularity::kPerBlock) {
+      return {false, "", "no INT8 GEMM for input " + to_string(input_spec) + " with weight " +
+                             to_string(weight_spec) + " (it needs int8 narrow-range symmetric "
+                             "per-tensor input and per-tensor or per-channel weight); stays " +
+                             to_string(mode_)};
+    }
+    if (input_quantizer->options.dynamic()) {
+      kind = "int8_dynamic";
+    } else {
+      QParams qparams = input_quantizer->qparams();
+      if (!qparams.defined() && input_quantizer->observer_ref().has_data()) {
+        qparams = input_quantizer->update_qparams();
+      }
+      if (!qparams.defined()) {
+        return {false, "", "its input quantizer has no scale (not calibrated); run "
+                           "tquant::calibrate before convert"};
+      }
+      kind = "int8_static";
+      static_scale = qparams.scale.detach().to(at::kCPU, at::kFloat).reshape({});
+    }
+  }
+  std::string reason;
+  auto codes = detail::weight_codes(*weight_quantizer, weight, &reason);
+  if (!codes) return {false, "", reason};
+  const auto device = weight.device();
+  install_converted(detail::format_scheme(kind, codes->block), codes->codes, codes->scale,
+                    static_scale.defined() ? static_scale.to(device) : static_scale);
+  return {true, converted_scheme_, ""};
+}
+
+void QuantLinearImpl::make_converted(const std::string& scheme) {
+  const std::string what = module_name(options);
+  TORCH_CHECK_VALUE(mode_ != QuantMode::kConverted || scheme == converted_scheme_ ||
+                        !weight_int8.defined(),
+                    what, ": already converted with scheme '", converted_scheme_,
+                    "', cannot change to '", scheme, "'");
+  const auto parsed =
+      detail::parse_scheme(scheme, {"int8_static", "int8_dynamic", "weight_only"}, what);
+  TORCH_CHECK_VALUE(parsed.kind == "weight_only" || parsed.block == 0, what,
+                    ": the INT8 GEMM schemes take one weight scale per output channel, got '",
+                    scheme, "'");
+  auto codes = detail::placeholder_codes(options.out_features(), options.in_features(),
+                                         parsed.block, what);
+  const auto device = bias.defined() ? bias.device()
+                                     : (weight.defined() ? weight.device() : at::Device(at::kCPU));
+  install_converted(scheme, codes.codes.to(device), codes.scale.to(device),
+                    parsed.kind == "int8_static" ? at::ones({}, at::TensorOptions(device))
+                                                 : at::Tensor());
+}
+
+void QuantLinearImpl::install_converted(const std::string& scheme, at::Tensor codes,
+                                        at::Tensor scale, at::Tensor static_input_scale) {
+  if (parameters_.contains("weight")) parameters_.erase("weight");
+  weight = at::Tensor();
+  detail::unregister_quantizer(*this, "input_quantizer", input_quantizer);
+  detail::unregister_quantizer(*this, "weight_quantizer", weight_quantizer);
+  weight_int8 = detail::set_buffer(*this, "weight_int8", std::move(codes));
+  weight_scale = detail::set_buffer(*this, "weight_scale", std::move(scale));
+  input_scale = static_input_scale.defined()
+                    ? detail::set_buffer(*this, "input_scale", std::move(static_input_scale))
+                    : at::Tensor();
+  mode_ = QuantMode::kConverted;
+  converted_scheme_ = scheme;
+  packed_ = Int8Weight();
+  packed_codes_ = nullptr;
+}
+
+const Int8Weight& QuantLinearImpl::packed_weight() {
+  const int64_t version = weight_int8._version() + weight_scale._version();
+  if (!packed_.defined() || packed_codes_ != weight_int8.const_data_ptr() ||
+      packed_version_ != version) {
+    packed_ = prepare_int8_weight(weight_int8, weight_scale);
+    packed_codes_ = weight_int8.const_data_ptr();
+    packed_version_ = version;
+  }
+  return packed_;
+}
+
+at::Tensor QuantLinearImpl::converted_forward(const at::Tensor& input) {
+  if (converted_scheme_.rfind("weight_only", 0) == 0) {
+    const at::Tensor w = detail::dequantize_codes(weight_int8, weight_scale);
+    return F::linear(input, w.to(input.scalar_type()), bias);
+  }
+  torch::NoGradGuard no_grad;
+  const std::optional<double> static_scale =
+      converted_scheme_ == "int8_static" ? std::optional<double>(input_scale.item<double>())
+                                         : std::nullopt;
+  if (input.is_cuda()) {
+    const std::optional<at::Tensor> b = bias.defined() ? std::optional<at::Tensor>(bias)
+                                                       : std::nullopt;
+    // cuBLASLt's int8 GEMM needs N % 4 == 0; other widths take the exact ATen reference.
+    return options.out_features() % 4 == 0
+               ? int8_linear_cuda(input, static_scale, weight_int8, weight_scale, b)
+               : int8_linear_cuda_ref(input, static_scale, weight_int8, weight_scale, b);
+  }
+  TORCH_CHECK_NOT_IMPLEMENTED(input.is_cpu(), module_name(options), ": converted '",
+                              converted_scheme_, "' runs on CPU and CUDA tensors, got a ",
+                              input.device(), " tensor");
+  const at::Tensor x = input.to(at::kFloat);
+  const c10::optional<at::Tensor> b =
+      bias.defined() ? c10::optional<at::Tensor>(bias.to(at::kFloat)) : c10::nullopt;
+  const at::Tensor y = static_scale ? int8_linear_static(x, *static_scale, packed_weight(), b)
+                                     : int8_linear_dynamic(x, packed_weight(), b);
+  return y.to(input.scalar_type());
 }
 
 }  // namespace tquant

@@ -4,6 +4,9 @@
 
 #include <ATen/ATen.h>
 
+#include "tquant/cuda_int8.h"
+
+#include "converted_weight.h"
 #include "quant_module_detail.h"
 
 namespace tquant {
@@ -20,6 +23,10 @@ QuantMatMulImpl::QuantMatMulImpl() {
 }
 
 void QuantMatMulImpl::reset() {
+  if (mode_ == QuantMode::kConverted) {  // clone() of a converted module
+    install_converted(at::ones({}), at::ones({}));
+    return;
+  }
   if (qconfig_) {
     install_quantizers();
     apply_mode();
@@ -47,6 +54,7 @@ void QuantMatMulImpl::install_quantizers() {
 }
 
 void QuantMatMulImpl::set_mode(QuantMode mode) {
+  detail::check_mode_change(mode_, mode, kName);
   TORCH_CHECK_VALUE(mode == QuantMode::kFloat || qconfig_.has_value(), kName, ": set_mode(",
                     to_string(mode), ") needs quantizers; call set_qconfig first");
   mode_ = mode;
@@ -75,9 +83,87 @@ void QuantMatMulImpl::check_inputs(const at::Tensor& a, const at::Tensor& b) con
 at::Tensor QuantMatMulImpl::forward(const at::Tensor& a, const at::Tensor& b) {
   check_inputs(a, b);
   if (mode_ == QuantMode::kFloat) return at::matmul(a, b);
+  if (mode_ == QuantMode::kConverted) return converted_forward(a, b);
   const at::Tensor qa = input_quantizer.is_empty() ? a : input_quantizer(a);
   const at::Tensor qb = other_quantizer.is_empty() ? b : other_quantizer(b);
   return at::matmul(qa, qb);
+}
+
+ConvertResult QuantMatMulImpl::convert() {
+  if (mode_ == QuantMode::kConverted) return {true, converted_scheme(), ""};
+  if (!qconfig_ || mode_ == QuantMode::kFloat) {
+    return {false, "", "in float mode (not prepared, or disabled)"};
+  }
+  if (input_quantizer.is_empty() || other_quantizer.is_empty()) {
+    return {false, "", "no activation quantizers (weight-only config): nothing to convert"};
+  }
+  at::Tensor scales[2];
+  FakeQuantize* quantizers[2] = {&input_quantizer, &other_quantizer};
+  for (int i = 0; i < 2; ++i) {
+    FakeQuantizeImpl& quantizer = **quantizers[i];
+    const QuantSpec& spec = quantizer.observer_ref().quant_spec();
+    if (!detail::is_int8_gemm_spec(spec) || spec.granularity() != Granularity::kPerTensor ||
+        quantizer.options.dynamic()) {
+      return {false, "", "no INT8 matmul for operand spec " + to_string(spec) +
+                             (quantizer.options.dynamic() ? " (dynamic)" : "") +
+                             " (it needs static int8 narrow-range symmetric per-tensor "
+                             "operands); stays " + to_string(mode_)};
+    }
+    QParams qparams = quantizer.qparams();
+    if (!qparams.defined() && quantizer.observer_ref().has_data()) {
+      qparams = quantizer.update_qparams();
+    }
+    if (!qparams.defined()) {
+      return {false, "", "its quantizers have no scale (not calibrated); run tquant::calibrate "
+                         "before convert"};
+    }
+    scales[i] = qparams.scale.detach().to(at::kFloat).reshape({});
+  }
+  install_converted(scales[0], scales[1]);
+  return {true, converted_scheme(), ""};
+}
+
+void QuantMatMulImpl::make_converted(const std::string& scheme) {
+  detail::parse_scheme(scheme, {"int8_static"}, kName);
+  TORCH_CHECK_VALUE(scheme == "int8_static", kName, ": expected scheme 'int8_static', got '",
+                    scheme, "'");
+  const auto device = detail::quantizer_device(input_quantizer).value_or(at::Device(at::kCPU));
+  install_converted(at::ones({}, at::TensorOptions(device)),
+                    at::ones({}, at::TensorOptions(device)));
+}
+
+void QuantMatMulImpl::install_converted(at::Tensor a_scale, at::Tensor b_scale) {
+  detail::unregister_quantizer(*this, "input_quantizer", input_quantizer);
+  detail::unregister_quantizer(*this, "other_quantizer", other_quantizer);
+  input_scale = detail::set_buffer(*this, "input_scale", std::move(a_scale));
+  other_scale = detail::set_buffer(*this, "other_scale", std::move(b_scale));
+  mode_ = QuantMode::kConverted;
+}
+
+at::Tensor QuantMatMulImpl::converted_forward(const at::Tensor& a, const at::Tensor& b) const {
+  at::NoGradGuard no_grad;
+  if (a.is_cuda() && cuda_int8_built() && a.dim() >= 2 && b.dim() == a.dim() &&
+      a.sizes().slice(0, a.dim() - 2) == b.sizes().slice(0, b.dim() - 2) && b.size(-1) % 4 == 0) {
+    // cuBLASLt batched int8: a [B, M, K] times b^T stored as [B, N, K].
+    const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
+    const at::Tensor qa = quantize_per_tensor_int8_cuda(a.reshape({-1, m, k}).contiguous(),
+                                                        input_scale.item<double>());
+    const at::Tensor qb = quantize_per_tensor_int8_cuda(
+        b.reshape({-1, k, n}).transpose(1, 2).contiguous(), other_scale.item<double>());
+    const at::Tensor acc = int8_bmm_cuda(qa, qb);
+    auto shape = a.sizes().vec();
+    shape.back() = n;
+    const double scale = input_scale.item<double>() * other_scale.item<double>();
+    return (acc.to(at::kFloat) * scale).to(a.scalar_type()).reshape(shape);
+  }
+  const int64_t k = a.size(-1);
+  // Exact integer sums: float32 holds every integer below 2^24 exactly.
+  constexpr int64_t kMaxExactFloatK = (int64_t{1} << 24) / (127 * 127);
+  const auto gemm_dtype = k <= kMaxExactFloatK ? at::kFloat : at::kDouble;
+  const at::Tensor qa = detail::quantize_int8_codes(a, input_scale).to(gemm_dtype);
+  const at::Tensor qb = detail::quantize_int8_codes(b, other_scale).to(gemm_dtype);
+  const at::Tensor scale = (input_scale.to(at::kDouble) * other_scale.to(at::kDouble));
+  return (at::matmul(qa, qb) * scale.to(gemm_dtype)).to(a.scalar_type());
 }
 
 }  // namespace tquant

@@ -15,6 +15,8 @@ void configure_quantizer(FakeQuantize& quantizer, QuantMode mode) {
       quantizer->enable_observer(true);
       quantizer->enable_fake_quant(false);
       break;
+    case QuantMode::kConverted:  // converted modules own no quantizers
+      break;
     case QuantMode::kFakeQuant: {
       // Calibrated: freeze. Not calibrated: keep observing at every step (QAT from scratch).
       const bool calibrated = quantizer->observer_ref().has_data();
@@ -45,6 +47,31 @@ FakeQuantize install_quantizer(torch::nn::Module& module, const std::string& nam
     module.register_module(name, quantizer);
   }
   return quantizer;
+}
+
+void check_mode_change(QuantMode from, QuantMode to, const std::string& what) {
+  TORCH_CHECK_VALUE(from != QuantMode::kConverted || to == QuantMode::kConverted, what,
+                    ": is converted (integer weights, float weight dropped) and cannot go to ",
+                    to_string(to), " mode; rebuild the model and load its float weights");
+  TORCH_CHECK_VALUE(to != QuantMode::kConverted || from == QuantMode::kConverted, what,
+                    ": set_mode(converted) is not possible; call tquant::convert (or the "
+                    "module's convert()), which builds the integer weights");
+}
+
+void unregister_quantizer(torch::nn::Module& module, const std::string& name,
+                          FakeQuantize& holder) {
+  if (module.named_children().contains(name)) module.unregister_module(name);
+  holder = FakeQuantize(nullptr);
+}
+
+at::Tensor set_buffer(torch::nn::Module& module, const std::string& name, at::Tensor value) {
+  auto buffers = module.named_buffers(/*recurse=*/false);
+  if (buffers.contains(name)) {
+    at::Tensor registered = buffers[name];
+    registered.set_data(value);
+    return registered;
+  }
+  return module.register_buffer(name, std::move(value));
 }
 
 std::optional<c10::Device> quantizer_device(const FakeQuantize& quantizer) {

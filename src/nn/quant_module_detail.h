@@ -32,6 +32,18 @@ FakeQuantize install_quantizer(torch::nn::Module& module, const std::string& nam
                                const std::optional<c10::Device>& device,
                                const std::string& what);
 
+/// Checks a set_mode call: a converted module cannot change mode again, and kConverted is
+/// reached only through convert() (it builds the integer weights). `what` names the module.
+void check_mode_change(QuantMode from, QuantMode to, const std::string& what);
+
+/// Unregisters child `name` (if registered) and empties `holder`.
+void unregister_quantizer(torch::nn::Module& module, const std::string& name,
+                          FakeQuantize& holder);
+
+/// Registers buffer `name` with `value`, or points the already registered buffer at `value`
+/// (LibTorch cannot unregister buffers). Returns the registered tensor.
+at::Tensor set_buffer(torch::nn::Module& module, const std::string& name, at::Tensor value);
+
 /// The device of a quantizer's buffers, or nullopt for an empty holder; modules without
 /// parameters keep new quantizers where the old ones were.
 std::optional<c10::Device> quantizer_device(const FakeQuantize& quantizer);

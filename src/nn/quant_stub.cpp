@@ -34,6 +34,7 @@ void QuantStubImpl::install_quantizers() {
 }
 
 void QuantStubImpl::set_mode(QuantMode mode) {
+  detail::check_mode_change(mode_, mode, "QuantStub");
   TORCH_CHECK_VALUE(mode == QuantMode::kFloat || qconfig_.has_value(), "QuantStub: set_mode(",
                     to_string(mode), ") needs quantizers; call set_qconfig first");
   mode_ = mode;

@@ -42,6 +42,12 @@ class QuantEmbedding;
 /// exceed max_norm by up to half a quantization step per element. sparse = true is rejected in
 /// fake-quant mode (the fake-quantize gradient is dense).
 ///
+/// kConverted (after convert(), scheme "weight_only" or "weight_only:block=B"): the table is
+/// stored as int8 codes "weight_int8" with float32 scales "weight_scale" (one per row, or per
+/// block of B columns); forward gathers the rows' codes and dequantizes only those, equal to
+/// the kFakeQuant lookup. The float "weight" parameter is removed. max_norm tables are not
+/// converted (renormalization rewrites the float table).
+///
 /// Indices on the CPU are checked to lie in [0, num_embeddings) with an error naming the
 /// module; on other devices the check would synchronize, so the kernel's own check reports.
 class QuantEmbeddingImpl : public torch::nn::Cloneable<QuantEmbeddingImpl>, public Quantizable {
@@ -72,13 +78,22 @@ class QuantEmbeddingImpl : public torch::nn::Cloneable<QuantEmbeddingImpl>, publ
   QuantMode mode() const override { return mode_; }
   std::string quant_type_name() const override { return "QuantEmbedding"; }
 
+  ConvertResult convert() override;
+  std::string converted_scheme() const override { return converted_scheme_; }
+  void make_converted(const std::string& scheme) override;
+
   torch::nn::EmbeddingOptions options;
   /// [num_embeddings, embedding_dim].
   at::Tensor weight;
   /// Quantizer of the table; empty without a QConfig or a weight factory.
   FakeQuantize weight_quantizer{nullptr};
+  /// Converted state (kConverted only): int8 codes [num_embeddings, embedding_dim] and float32
+  /// scales [num_embeddings] or [num_embeddings, embedding_dim / B].
+  at::Tensor weight_int8;
+  at::Tensor weight_scale;
 
  private:
+  void install_converted(const std::string& scheme, at::Tensor codes, at::Tensor scale);
   void install_quantizers();
   void apply_mode();
   void check_input(const at::Tensor& indices) const;
@@ -86,6 +101,7 @@ class QuantEmbeddingImpl : public torch::nn::Cloneable<QuantEmbeddingImpl>, publ
 
   std::optional<QConfig> qconfig_;
   QuantMode mode_ = QuantMode::kFloat;
+  std::string converted_scheme_;
 };
 TORCH_MODULE(QuantEmbedding);
 

@@ -10,6 +10,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "tquant/fake_quantize.h"
+#include "tquant/gemm.h"
 #include "tquant/nn/quant_mode.h"
 #include "tquant/nn/quantizable.h"
 #include "tquant/qconfig.h"
@@ -31,7 +32,16 @@ class QuantLinear;
 ///               weight (their fake quantization is off);
 ///   kFakeQuant: F::linear(fq_in(x), fq_w(weight), bias) where fq is FakeQuantize's QDQ,
 ///               differentiable with straight-through gradients, so any torch::optim optimizer
-///               trains weight and bias through it.
+///               trains weight and bias through it;
+///   kConverted: after convert(): the weight is stored as int8 codes "weight_int8" [out, in]
+///               with float32 scales "weight_scale" (the float "weight" parameter is removed
+///               and the quantizers are unregistered), and forward runs
+///                 "int8_static":  int8_linear_static with the calibrated "input_scale";
+///                 "int8_dynamic": int8_linear_dynamic (per-token scales at run time);
+///                 "weight_only":  F::linear(x, codes * scale, bias) (memory saving only; int4
+///                                 per-block weights give "weight_only:block=B").
+///               The result equals the kFakeQuant result up to float32 rounding of the GEMM
+///               epilogue (the integer codes are the very ones fake quantization rounds to).
 ///
 /// set_qconfig registers the quantizers as children "input_quantizer" (absent for weight-only
 /// configs) and "weight_quantizer", so named_modules(), to(device), serialization and clone()
@@ -83,6 +93,16 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   QuantMode mode() const override { return mode_; }
   std::string quant_type_name() const override { return "QuantLinear"; }
 
+  /// Lowers to integer execution (see kConverted above): int8 static when the input quantizer
+  /// is static per-tensor int8 narrow symmetric and the weight's is int8 narrow symmetric per
+  /// tensor or per output channel; int8 dynamic when the input quantizer is dynamic
+  /// (int8_dynamic_qconfig); weight-only without an input quantizer. Anything else is not
+  /// converted (reason given) and stays in its mode. Converting an uncalibrated static input
+  /// quantizer is refused; an unobserved weight quantizer observes the weight first.
+  ConvertResult convert() override;
+  std::string converted_scheme() const override { return converted_scheme_; }
+  void make_converted(const std::string& scheme) override;
+
   torch::nn::LinearOptions options;
   /// [out_features, in_features].
   at::Tensor weight;
@@ -92,14 +112,29 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   FakeQuantize input_quantizer{nullptr};
   /// Quantizer of the weight; empty without a QConfig (or if the config has no weight factory).
   FakeQuantize weight_quantizer{nullptr};
+  /// Converted state (kConverted only, undefined otherwise): int8 codes [out, in], float32
+  /// scales [out] (or [out, in / B] for per-block weight-only), static input scale [].
+  at::Tensor weight_int8;
+  at::Tensor weight_scale;
+  at::Tensor input_scale;
 
  private:
+  void install_converted(const std::string& scheme, at::Tensor codes, at::Tensor scale,
+                         at::Tensor static_input_scale);
+  at::Tensor converted_forward(const at::Tensor& input);
+  /// The int8 weight prepacked for the CPU GEMM, rebuilt when the codes or scales change
+  /// (load_state, to(device)).
+  const Int8Weight& packed_weight();
   void install_quantizers();
   void apply_mode();
   void check_input(const at::Tensor& input) const;
 
   std::optional<QConfig> qconfig_;
   QuantMode mode_ = QuantMode::kFloat;
+  std::string converted_scheme_;
+  Int8Weight packed_;
+  const void* packed_codes_ = nullptr;
+  int64_t packed_version_ = -1;
 };
 TORCH_MODULE(QuantLinear);
 

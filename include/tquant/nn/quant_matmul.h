@@ -26,6 +26,12 @@ namespace tquant {
 ///   kFloat:     at::matmul(a, b);
 ///   kObserve:   the same output, while the two quantizers record a and b;
 ///   kFakeQuant: at::matmul(fq_a(a), fq_b(b)), straight-through gradients to a and b.
+///   kConverted: after convert() with static per-tensor int8 narrow symmetric quantizers: a and b
+///               are rounded to int8 codes with the calibrated "input_scale" / "other_scale"
+///               buffers, multiplied exactly in integers, and scaled by input_scale *
+///               other_scale. On CPU the integer product runs as a float32 GEMM of the codes
+///               (exact while k * 127^2 < 2^24, i.e. k <= 1040; float64 beyond), because
+///               LibTorch ships no batched int8 GEMM for CPU.
 /// Switching to kFakeQuant freezes calibrated quantizers exactly as QuantLinear does.
 ///
 /// With no parameters to follow, new quantizers are built where the previous ones were (CPU
@@ -54,12 +60,25 @@ class QuantMatMulImpl : public torch::nn::Cloneable<QuantMatMulImpl>, public Qua
   QuantMode mode() const override { return mode_; }
   std::string quant_type_name() const override { return "QuantMatMul"; }
 
+  /// Converts when both quantizers are static per-tensor int8 narrow symmetric and calibrated
+  /// (scheme "int8_static"); otherwise returns the reason and stays as it is.
+  ConvertResult convert() override;
+  std::string converted_scheme() const override {
+    return mode_ == QuantMode::kConverted ? "int8_static" : "";
+  }
+  void make_converted(const std::string& scheme) override;
+
   /// Quantizer of the left operand a; empty without an activation factory.
   FakeQuantize input_quantizer{nullptr};
   /// Quantizer of the right operand b; empty without an activation factory.
   FakeQuantize other_quantizer{nullptr};
+  /// Converted state (kConverted only): the scales [] of a and b.
+  at::Tensor input_scale;
+  at::Tensor other_scale;
 
  private:
+  void install_converted(at::Tensor a_scale, at::Tensor b_scale);
+  at::Tensor converted_forward(const at::Tensor& a, const at::Tensor& b) const;
   void install_quantizers();
   void apply_mode();
   void check_inputs(const at::Tensor& a, const at::Tensor& b) const;

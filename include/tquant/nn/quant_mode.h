@@ -11,9 +11,13 @@ namespace tquant {
 ///               the weight (calibration, after `prepare`).
 ///   kFakeQuant: quantize-dequantize (QDQ) of input and weight, then the float computation,
 ///               with straight-through gradients (simulation, and QAT after `prepare_qat`).
-enum class QuantMode { kFloat, kObserve, kFakeQuant };
+///   kConverted: real integer execution after `convert`: the weight is stored as integer codes
+///               with their scales (the float weight is dropped) and forward runs an INT8 GEMM
+///               (or dequantizes the codes, for weight-only schemes). One-way: a converted
+///               module cannot change mode again.
+enum class QuantMode { kFloat, kObserve, kFakeQuant, kConverted };
 
-/// "float", "observe" or "fake_quant".
+/// "float", "observe", "fake_quant" or "converted".
 inline std::string to_string(QuantMode mode) {
   switch (mode) {
     case QuantMode::kFloat:
@@ -22,6 +26,8 @@ inline std::string to_string(QuantMode mode) {
       return "observe";
     case QuantMode::kFakeQuant:
       return "fake_quant";
+    case QuantMode::kConverted:
+      return "converted";
   }
   return "unknown";
 }

@@ -10,6 +10,16 @@
 
 namespace tquant {
 
+/// What Quantizable::convert did to one module.
+struct ConvertResult {
+  /// True when the module now runs in QuantMode::kConverted.
+  bool converted = false;
+  /// The converted scheme (see Quantizable::converted_scheme) when converted.
+  std::string scheme;
+  /// Why the module was not converted (it stays as it was), when not converted.
+  std::string reason;
+};
+
 /// The interface the passes (prepare, calibrate, convert, ...) use to drive a tquant module,
 /// next to torch::nn::Module. Every quantizable twin of a torch module implements it
 /// (QuantLinear, QuantConv2d, QuantMatMul, QuantEmbedding, QuantStub).
@@ -30,6 +40,22 @@ class Quantizable {
   virtual QuantMode mode() const = 0;
   /// Name of the tquant type for reports, e.g. "QuantLinear".
   virtual std::string quant_type_name() const = 0;
+
+  /// Lowers the module to integer execution in place (see tquant::convert): integer weight
+  /// codes and scales from its frozen quantizers, mode kConverted, float weight dropped.
+  /// Modules whose scheme has no integer kernel return converted = false with the reason and
+  /// stay unchanged. The default converts nothing.
+  virtual ConvertResult convert() {
+    return {false, "", quant_type_name() + " has no integer kernel; it stays as it is"};
+  }
+  /// The scheme of a converted module ("int8_static", "int8_dynamic", "weight_only",
+  /// "weight_only:block=B"); empty unless mode() is kConverted. Saved by save_state.
+  virtual std::string converted_scheme() const { return ""; }
+  /// Puts a module (in any mode) into the converted layout of `scheme` with placeholder
+  /// values, for load_state to fill: the same tensors, dtypes and shapes that convert() gives.
+  virtual void make_converted(const std::string& scheme) {
+    TORCH_CHECK_VALUE(false, quant_type_name(), ": cannot be converted (scheme '", scheme, "')");
+  }
 };
 
 /// The Quantizable interface of a module, or nullptr when it is not a tquant module.
