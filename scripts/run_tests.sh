@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# README command two: set up and build (skipped when done), run the unit tests with ctest, then
-# the package test (install tquant into a temporary prefix and build a separate project
-# against it with find_package). Prints one PASS / FAIL line per step and exits non-zero if
-# any step failed.
+# README command two: set up and build (skipped when done; includes the BERT assets of
+# scripts/setup_bert_assets.sh), run the unit tests with ctest (library and BERT example), the
+# package test (install tquant into a temporary prefix and build a separate project against it
+# with find_package), the quickstart, and the BERT demo in --quick mode. Prints one PASS / FAIL
+# line per step and exits non-zero if any step failed.
 #
 # Usage: scripts/run_tests.sh [extra ctest arguments, e.g. -R Histogram]
 #        (environment as for scripts/setup.sh)
@@ -13,10 +14,19 @@ build_dir="${TQUANT_BUILD_DIR:-build}"
 case "$build_dir" in /*) ;; *) build_dir="$root/$build_dir" ;; esac
 jobs="${TQUANT_JOBS:-$(nproc)}"
 
-if ! bash "$root/scripts/setup.sh" -DTQUANT_BUILD_TESTS=ON; then
+if ! bash "$root/scripts/setup.sh" -DTQUANT_BUILD_TESTS=ON -DTQUANT_BUILD_EXAMPLES=ON; then
   echo "[tests] FAIL  set-up or build (see the messages above)"
   exit 1
 fi
+# The BERT example's tests and demo need the pretrained model and the exported reviews.
+if ! bash "$root/scripts/setup_bert_assets.sh"; then
+  echo "[tests] FAIL  BERT assets (see the messages above)"
+  exit 1
+fi
+data_dir="${TQUANT_DATA_DIR:-$build_dir/data}"
+# shellcheck disable=SC1091  # written by setup_bert_assets.sh
+source "$data_dir/bert_assets.env"
+export TQUANT_BERT_MODEL_DIR="$MODEL_DIR" TQUANT_DATA_DIR="$DATA_DIR"
 
 status=0
 results=()
@@ -34,6 +44,21 @@ if bash "$root/tests/package_test.sh" "$build_dir"; then
   results+=("PASS  package test (install + find_package(tquant) consumer)")
 else
   results+=("FAIL  package test (install + find_package(tquant) consumer)")
+  status=1
+fi
+
+echo "[tests] examples: quickstart, BERT demo --quick"
+if "$build_dir/examples/quickstart/tquant_quickstart" > "$build_dir/quickstart.log" 2>&1; then
+  results+=("PASS  quickstart example (log: $build_dir/quickstart.log)")
+else
+  tail -20 "$build_dir/quickstart.log"
+  results+=("FAIL  quickstart example (log: $build_dir/quickstart.log)")
+  status=1
+fi
+if "$build_dir/examples/bert/tquant_bert_demo" --quick --out-dir "$build_dir/bert_demo_quick"; then
+  results+=("PASS  BERT demo --quick (results: $build_dir/bert_demo_quick)")
+else
+  results+=("FAIL  BERT demo --quick")
   status=1
 fi
 
