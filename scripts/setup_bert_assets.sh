@@ -28,25 +28,9 @@ apt_packages=(r-base-core r-cran-modeldata)
 say() { printf '[bert-assets] %s\n' "$*"; }
 
 # 1. Debian packages ------------------------------------------------------------------------
-missing=()
-for package in "${apt_packages[@]}"; do
-  if ! dpkg -s "$package" 2>/dev/null | grep -q '^Status: install ok installed'; then
-    missing+=("$package")
-  fi
-done
-if ((${#missing[@]})); then
-  say "installing Debian packages: ${missing[*]}"
-  sudo_cmd=()
-  if [[ $EUID -ne 0 ]]; then
-    command -v sudo >/dev/null || { say "not root and no sudo: install ${missing[*]} yourself"; exit 1; }
-    sudo_cmd=(sudo)
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  "${sudo_cmd[@]}" apt-get update -q
-  "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
-else
-  say "Debian packages: all present"
-fi
+# shellcheck source=scripts/apt_missing.sh
+source "$root/scripts/apt_missing.sh"
+install_missing_debian_packages "${apt_packages[@]}"
 
 # 2. small_fine_foods as CSV ------------------------------------------------------------------
 mkdir -p "$data_dir"
