@@ -62,7 +62,11 @@ Entry parse_entry(const std::string& name, const json& value, const std::string&
                     what, ": tensor '", name, "' needs data_offsets [begin, end]");
   Entry entry;
   entry.name = name;
-  entry.type = scalar_type_from_safetensors(value["dtype"].get<std::string>());
+  try {
+    entry.type = scalar_type_from_safetensors(value["dtype"].get<std::string>());
+  } catch (const c10::TypeError& error) {
+    TORCH_CHECK_TYPE(false, what, ": tensor '", name, "': ", error.what_without_backtrace());
+  }
   for (const auto& size : value["shape"]) {
     TORCH_CHECK_VALUE(size.is_number_unsigned() || (size.is_number_integer() && size >= 0), what,
                       ": tensor '", name, "' has a shape entry that is not a size: ", size.dump());

@@ -63,6 +63,7 @@ double accuracy(Classifier& model, const std::pair<at::Tensor, at::Tensor>& test
 }  // namespace
 
 void run_full_flow() {
+  torch::AutoGradMode enable_grad(true);  // training below, whatever the caller's mode
   torch::manual_seed(0);
   const Task task;
   const auto test = task.batch(4096);

@@ -46,9 +46,9 @@ at::Tensor dequantize_codes(const at::Tensor& codes, const at::Tensor& scale) {
   return (real.reshape(shape) * scale.unsqueeze(-1)).reshape(codes.sizes());
 }
 
-at::Tensor quantize_int8_codes(const at::Tensor& x, const at::Tensor& scale) {
+at::Tensor int8_codes_as_float(const at::Tensor& x, const at::Tensor& scale) {
   const at::Tensor inverse = at::reciprocal(scale.to(x.device(), at::kFloat));
-  return at::round(x.to(at::kFloat) * inverse).clamp_(-127, 127).to(at::kChar);
+  return (x.to(at::kFloat) * inverse).round_().clamp_(-127, 127);
 }
 
 bool is_int8_gemm_spec(const QuantSpec& spec) {

@@ -35,10 +35,11 @@ std::optional<WeightCodes> weight_codes(FakeQuantizeImpl& quantizer, const at::T
 /// (`codes` may be any gathered subset of rows with its matching scale rows).
 at::Tensor dequantize_codes(const at::Tensor& codes, const at::Tensor& scale);
 
-/// Narrow-range int8 codes of an activation with a per-tensor scale [] (any device):
+/// Narrow-range int8 codes of an activation with a per-tensor scale [] (any device), held as
+/// float32 values (exact integers) for a float GEMM of the codes:
 /// clamp(round(x * (1 / scale)), -127, 127), 1 / scale in float32 and half-to-even rounding as
 /// LibTorch's fake-quantize kernels, so the codes equal those fake quantization rounds to.
-at::Tensor quantize_int8_codes(const at::Tensor& x, const at::Tensor& scale);
+at::Tensor int8_codes_as_float(const at::Tensor& x, const at::Tensor& scale);
 
 /// True for the spec the INT8 GEMMs take: int8, symmetric, narrow range (codes in [-127, 127]).
 bool is_int8_gemm_spec(const QuantSpec& spec);

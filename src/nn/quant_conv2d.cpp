@@ -119,15 +119,8 @@ void QuantConv2dImpl::reset() {
 }
 
 void QuantConv2dImpl::reset_parameters() {
-  // torch::nn::ConvNdImpl::reset_parameters: the same calls in the same order, so equal seeds
-  // give equal weights.
-  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5));  // NOLINT(*-magic-numbers)
-  if (bias.defined()) {
-    auto [fan_in, fan_out] = torch::nn::init::_calculate_fan_in_and_fan_out(weight);
-    (void)fan_out;
-    const auto bound = 1 / std::sqrt(fan_in);
-    torch::nn::init::uniform_(bias, -bound, bound);
-  }
+  // torch::nn::ConvNdImpl::reset_parameters.
+  detail::reset_weight_and_bias(weight, bias);
 }
 
 void QuantConv2dImpl::pretty_print(std::ostream& stream) const {

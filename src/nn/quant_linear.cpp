@@ -69,15 +69,8 @@ void QuantLinearImpl::reset() {
 }
 
 void QuantLinearImpl::reset_parameters() {
-  // torch::nn::LinearImpl::reset_parameters (and Python's nn.Linear): the same calls in the
-  // same order, so equal seeds give equal weights.
-  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5));  // NOLINT(*-magic-numbers)
-  if (bias.defined()) {
-    auto [fan_in, fan_out] = torch::nn::init::_calculate_fan_in_and_fan_out(weight);
-    (void)fan_out;
-    const auto bound = 1 / std::sqrt(fan_in);
-    torch::nn::init::uniform_(bias, -bound, bound);
-  }
+  // torch::nn::LinearImpl::reset_parameters (and Python's nn.Linear).
+  detail::reset_weight_and_bias(weight, bias);
 }
 
 void QuantLinearImpl::pretty_print(std::ostream& stream) const {

@@ -160,10 +160,11 @@ at::Tensor QuantMatMulImpl::converted_forward(const at::Tensor& a, const at::Ten
   // Exact integer sums: float32 holds every integer below 2^24 exactly.
   constexpr int64_t kMaxExactFloatK = (int64_t{1} << 24) / (127 * 127);
   const auto gemm_dtype = k <= kMaxExactFloatK ? at::kFloat : at::kDouble;
-  const at::Tensor qa = detail::quantize_int8_codes(a, input_scale).to(gemm_dtype);
-  const at::Tensor qb = detail::quantize_int8_codes(b, other_scale).to(gemm_dtype);
-  const at::Tensor scale = (input_scale.to(at::kDouble) * other_scale.to(at::kDouble));
-  return (at::matmul(qa, qb) * scale.to(gemm_dtype)).to(a.scalar_type());
+  // The codes stay in the GEMM's float type (exact small integers): no int8 round trip.
+  const at::Tensor qa = detail::int8_codes_as_float(a, input_scale).to(gemm_dtype);
+  const at::Tensor qb = detail::int8_codes_as_float(b, other_scale).to(gemm_dtype);
+  const double scale = input_scale.item<double>() * other_scale.item<double>();
+  return at::matmul(qa, qb).mul_(scale).to(a.scalar_type());
 }
 
 }  // namespace tquant

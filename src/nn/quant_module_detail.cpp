@@ -1,5 +1,9 @@
 #include "quant_module_detail.h"
 
+#include <cmath>
+
+#include <torch/nn/init.h>
+
 #include "tquant/formats.h"
 
 namespace tquant::detail {
@@ -47,6 +51,16 @@ FakeQuantize install_quantizer(torch::nn::Module& module, const std::string& nam
     module.register_module(name, quantizer);
   }
   return quantizer;
+}
+
+void reset_weight_and_bias(at::Tensor& weight, at::Tensor& bias) {
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5));  // NOLINT(*-magic-numbers)
+  if (bias.defined()) {
+    auto [fan_in, fan_out] = torch::nn::init::_calculate_fan_in_and_fan_out(weight);
+    (void)fan_out;
+    const auto bound = 1 / std::sqrt(fan_in);
+    torch::nn::init::uniform_(bias, -bound, bound);
+  }
 }
 
 void check_mode_change(QuantMode from, QuantMode to, const std::string& what) {

@@ -32,6 +32,11 @@ FakeQuantize install_quantizer(torch::nn::Module& module, const std::string& nam
                                const std::optional<c10::Device>& device,
                                const std::string& what);
 
+/// LibTorch's initialization of Linear and ConvNd (and Python's): kaiming_uniform_(weight,
+/// a = sqrt(5)), then bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) when defined; the same calls in
+/// the same order, so equal seeds give equal parameters.
+void reset_weight_and_bias(at::Tensor& weight, at::Tensor& bias);
+
 /// Checks a set_mode call: a converted module cannot change mode again, and kConverted is
 /// reached only through convert() (it builds the integer weights). `what` names the module.
 void check_mode_change(QuantMode from, QuantMode to, const std::string& what);
