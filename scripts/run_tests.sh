@@ -26,7 +26,7 @@ fi
 data_dir="${TQUANT_DATA_DIR:-$build_dir/data}"
 # shellcheck disable=SC1091  # written by setup_bert_assets.sh
 source "$data_dir/bert_assets.env"
-export TQUANT_BERT_MODEL_DIR="$MODEL_DIR" TQUANT_DATA_DIR="$DATA_DIR"
+export TQUANT_BERT_MODEL_DIR="$MODEL_DIR" TQUANT_BERT_DATA_DIR="$DATA_DIR" TQUANT_DATA_DIR="$DATA_DIR"
 
 status=0
 results=()
