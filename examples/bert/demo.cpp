@@ -217,6 +217,9 @@ int run(int argc, char** argv) {
   tquant::QConfigMapping mapping;
   mapping.set_module_name_pattern("bert.encoder.*", tquant::int8_static_qconfig());
   mapping.set_module_name("bert.embeddings.word_embeddings", tquant::weight_only_int8_qconfig());
+  // --float-attention: the attention products stay float (on the CPU their converted form is
+  // no faster than float; docs/backends.md).
+  if (options.float_attention) mapping.skip("bert.encoder.layer.*.attention.self.*_matmul");
   const tquant::PrepareReport prepared = tquant::prepare(*model, mapping);
   bert::write_text_file(options.out_dir + "/prepare_report.txt", prepared.to_string());
   say("2. PTQ: " + last_line(prepared.to_string()) + " (full report: prepare_report.txt)");

@@ -70,8 +70,9 @@ int64_t parse_int(const std::string& option, const std::string& text) {
 
 std::string demo_usage() {
   return "usage: tquant_bert_demo [--quick] [--model-dir DIR] [--data-dir DIR] [--out-dir DIR]\n"
-         "                        [--threads N] [--epochs N] [--seed N]\n"
+         "                        [--threads N] [--epochs N] [--seed N] [--float-attention]\n"
          "  --quick       CI mode: fewer reviews, 64 tokens, every step of the path (minutes)\n"
+         "  --float-attention  leave the attention products (QuantMatMul) in float\n"
          "  --model-dir   all-MiniLM-L6-v2 directory (config.json, vocab.txt, model.safetensors)\n"
          "  --data-dir    directory of fine_foods_train.csv / fine_foods_test.csv; the FP32\n"
          "                checkpoint is cached there\n"
@@ -115,6 +116,8 @@ DemoOptions parse_demo_options(int argc, char** argv, bool* help) {
       return options;
     } else if (arg == "--quick") {
       quick = true;
+    } else if (arg == "--float-attention") {
+      options.float_attention = true;
     } else if (arg == "--model-dir") {
       model_dir = value();
     } else if (arg == "--data-dir") {
