@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include "test_util.h"
 
 #include "tquant/fuse.h"
 
@@ -12,6 +13,8 @@
 
 using namespace tquant;
 namespace nn = torch::nn;
+
+using tquant::test::error_message;
 
 namespace {
 
@@ -56,16 +59,6 @@ nn::Sequential make_features() {
   for (size_t i : {1, 4}) randomize(*features[i]->as<nn::BatchNorm2d>());
   features->eval();
   return features;
-}
-
-template <typename Fn>
-std::string error_message(Fn&& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include "test_util.h"
 
 #include "tquant/qconfig_mapping.h"
 
@@ -10,22 +11,14 @@
 
 using namespace tquant;
 
+using tquant::test::error_message;
+
 namespace {
 
 /// Configs told apart by whether they quantize activations and by their weight spec.
 QConfig static_qc() { return int8_static_qconfig(); }
 QConfig weight_only_qc() { return weight_only_int8_qconfig(); }
 QConfig int4_qc() { return weight_only_int4_qconfig(4); }
-
-template <typename F>
-std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
-}
 
 }  // namespace
 

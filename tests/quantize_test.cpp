@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include "test_util.h"
 
 #include "tquant/nn/quant_conv2d.h"
 #include "tquant/nn/quant_embedding.h"
@@ -16,6 +17,8 @@
 
 using namespace tquant;
 namespace F = torch::nn::functional;
+
+using tquant::test::error_message;
 
 namespace {
 
@@ -60,16 +63,6 @@ at::Tensor manual_fake_quant_linear(QuantLinearImpl& fc, const at::Tensor& x) {
 }
 
 QConfigMapping static_mapping() { return QConfigMapping(int8_static_qconfig()); }
-
-template <typename Fn>
-std::string error_message(Fn&& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
-}
 
 }  // namespace
 
