@@ -88,6 +88,7 @@ std::string scheme_of(nn::Module& module) {
   for (const auto& [name, quantizer] : quantizers_of(module)) {
     if (!scheme.empty()) scheme += ", ";
     scheme += name + "=" + to_string(quantizer->observer_ref().quant_spec());
+    if (quantizer->options.dynamic()) scheme += " dynamic per-token";
   }
   return scheme.empty() ? "-" : scheme;
 }

@@ -284,6 +284,15 @@ std::vector<std::string> FallbackReport::float_groups() const {
 FallbackReport fallback_to_float(torch::nn::Module& model, const SensitivityReport& report,
                                  const std::function<double()>& metric, double budget,
                                  const std::function<void(const FallbackStep&)>& on_step) {
+  return fallback_to_float(model, report, metric,
+                           FallbackCriterion{report.float_metric, report.higher_is_better}, budget,
+                           on_step);
+}
+
+FallbackReport fallback_to_float(torch::nn::Module& model, const SensitivityReport& report,
+                                 const std::function<double()>& metric,
+                                 const FallbackCriterion& criterion, double budget,
+                                 const std::function<void(const FallbackStep&)>& on_step) {
   TORCH_CHECK_VALUE(static_cast<bool>(metric),
                     "fallback_to_float: expected a metric function, got an empty one");
   TORCH_CHECK_VALUE(budget >= 0.0, "fallback_to_float: expected budget >= 0, got ", budget);
@@ -304,9 +313,9 @@ FallbackReport fallback_to_float(torch::nn::Module& model, const SensitivityRepo
   }
 
   FallbackReport result;
-  result.float_metric = report.float_metric;
+  result.float_metric = criterion.float_metric;
   result.budget = budget;
-  result.higher_is_better = report.higher_is_better;
+  result.higher_is_better = criterion.higher_is_better;
 
   Snapshot snapshot(model);
   restoring_on_error(snapshot, [&] {
@@ -315,7 +324,7 @@ FallbackReport fallback_to_float(torch::nn::Module& model, const SensitivityRepo
     result.quantized_metric = metric();
     double current = result.quantized_metric;
     for (const GroupSensitivity& group : report.groups) {
-      if (report.loss(current) <= budget) break;
+      if (result.loss(current) <= budget) break;
       in_float.insert(group.modules.begin(), group.modules.end());
       set_modes(covered, [&](const std::string& name) { return in_float.count(name) == 0; });
       current = metric();
@@ -323,7 +332,7 @@ FallbackReport fallback_to_float(torch::nn::Module& model, const SensitivityRepo
       if (on_step) on_step(result.steps.back());
     }
     result.final_metric = current;
-    result.within_budget = report.loss(current) <= budget;
+    result.within_budget = result.loss(current) <= budget;
   });
   return result;
 }

@@ -66,6 +66,20 @@ QConfigMapping static_mapping() { return QConfigMapping(int8_static_qconfig()); 
 
 }  // namespace
 
+TEST(Prepare, ReportNamesDynamicPerTokenInputs) {
+  MemberNet net;
+  QConfigMapping mapping(int8_static_qconfig());
+  mapping.set_module_name("fc2", int8_dynamic_qconfig());
+  const PrepareReport report = prepare(*net, mapping);
+  ASSERT_NE(report.find_quantized("fc1"), nullptr);
+  ASSERT_NE(report.find_quantized("fc2"), nullptr);
+  EXPECT_EQ(report.find_quantized("fc1")->scheme.find("dynamic"), std::string::npos);
+  EXPECT_NE(report.find_quantized("fc2")->scheme.find("input_quantizer=int8 symmetric narrow "
+                                                       "per_tensor dynamic per-token"),
+            std::string::npos)
+      << report.find_quantized("fc2")->scheme;
+}
+
 TEST(Prepare, MemberFieldsAreQuantizedInPlace) {
   MemberNet net;
   QuantLinearImpl* fc1_before = net->fc1.get();

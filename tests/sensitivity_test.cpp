@@ -235,6 +235,40 @@ TEST(Fallback, ZeroBudgetEndsAllFloatAndGenerousBudgetChangesNothing) {
   EXPECT_TRUE(all.within_budget);
 }
 
+TEST(Fallback, RanksByOneMetricAndStopsOnAnother) {
+  Fixture f;
+  // Ranked by the MSE (lower is better); the stopping rule is the cosine of the outputs with
+  // the float outputs, a higher-is-better metric whose float value is exactly 1.
+  const SensitivityReport ranking =
+      analyze_sensitivity(*f.net, [&] { return f.mse(); }, lower_is_better());
+  auto cosine = [&] {
+    torch::NoGradGuard no_grad;
+    return torch::cosine_similarity(f.net->forward(f.inputs).flatten(), f.reference.flatten(), 0)
+        .item<double>();
+  };
+  const double quantized_cosine = cosine();
+  ASSERT_LT(quantized_cosine, 1.0 - 1e-4);
+  const double budget = 0.5 * (1.0 - quantized_cosine);
+
+  const FallbackReport fallback =
+      fallback_to_float(*f.net, ranking, cosine, FallbackCriterion{1.0, true}, budget);
+  EXPECT_EQ(fallback.float_groups(), std::vector<std::string>{"fc2"});
+  EXPECT_DOUBLE_EQ(fallback.float_metric, 1.0);
+  EXPECT_TRUE(fallback.higher_is_better);
+  EXPECT_DOUBLE_EQ(fallback.quantized_metric, quantized_cosine);
+  EXPECT_DOUBLE_EQ(fallback.final_metric, cosine());
+  EXPECT_GT(fallback.final_metric, quantized_cosine);
+  EXPECT_TRUE(fallback.within_budget);
+  EXPECT_LE(fallback.loss(fallback.final_metric), budget);
+
+  // The same criterion with a budget nothing meets: every group ends in float, and the loss
+  // is measured against 1.0 in the higher-is-better direction (all float: cosine 1, loss 0).
+  const FallbackReport all =
+      fallback_to_float(*f.net, ranking, cosine, FallbackCriterion{1.0, true}, 0.0);
+  EXPECT_EQ(all.steps.size(), 3U);
+  EXPECT_NEAR(all.final_metric, 1.0, 1e-6);
+}
+
 TEST(Fallback, Errors) {
   Fixture f;
   const SensitivityReport report =

@@ -151,6 +151,29 @@ FallbackReport fallback_to_float(torch::nn::Module& model, const SensitivityRepo
                                  const std::function<double()>& metric, double budget,
                                  const std::function<void(const FallbackStep&)>& on_step = {});
 
+/// The stopping rule of fallback_to_float when it is not the metric the report ranked by.
+/// A typical split: rank the groups by a smooth, cheap proxy (the error of the model's output
+/// against the float model's on a few batches), then stop on the task metric (accuracy on the
+/// whole validation split), which is what the budget is about.
+struct FallbackCriterion {
+  double float_metric = 0.0;     ///< `metric` of the model with every group in float
+  bool higher_is_better = true;  ///< true for accuracy-like metrics
+};
+
+/// As above, but the groups are switched in `ranking`'s order while the budget applies to
+/// `metric` against criterion.float_metric: the report's own metric and float value are not
+/// used. The returned report carries the criterion's float_metric and direction.
+///
+/// Example (rank by embedding error on 160 reviews, stop on validation accuracy):
+///   tquant::SensitivityReport ranking = tquant::analyze_sensitivity(
+///       *net, embedding_error, tquant::SensitivityOptions().higher_is_better(false));
+///   tquant::FallbackReport fallback = tquant::fallback_to_float(
+///       *net, ranking, validation_accuracy, {float_accuracy, /*higher_is_better=*/true}, 0.005);
+FallbackReport fallback_to_float(torch::nn::Module& model, const SensitivityReport& ranking,
+                                 const std::function<double()>& metric,
+                                 const FallbackCriterion& criterion, double budget,
+                                 const std::function<void(const FallbackStep&)>& on_step = {});
+
 std::ostream& operator<<(std::ostream& stream, const SensitivityReport& report);
 std::ostream& operator<<(std::ostream& stream, const FallbackReport& report);
 

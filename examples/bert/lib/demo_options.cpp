@@ -93,6 +93,7 @@ void apply_quick_mode(DemoOptions& options) {
   options.epochs = 1;
   options.encoder_lr = 1e-4;
   options.calibration_reviews = 64;
+  options.sensitivity_reviews = 64;
   options.qat_steps = 12;
   options.qat_checkpoints = 3;
   options.latency_warmup = 1;
@@ -189,7 +190,8 @@ std::string describe(const DemoOptions& o) {
       << (o.test_reviews ? std::to_string(o.test_reviews) : std::string("all")) << "\n"
       << "fine-tune " << o.epochs << " epoch(s), AdamW lr " << o.encoder_lr << " encoder / "
       << o.head_lr << " head, warm-up " << o.warmup_fraction << "\n"
-      << "calibration " << o.calibration_reviews << " reviews; QAT " << o.qat_steps
+      << "calibration " << o.calibration_reviews << " reviews; sensitivity ranking on "
+      << o.sensitivity_reviews << " validation reviews; QAT " << o.qat_steps
       << " steps (lr " << o.qat_lr << ", " << o.qat_checkpoints << " checkpoints); fallback "
       << "budget " << o.fallback_budget * 100.0 << " point(s)";
   return out.str();

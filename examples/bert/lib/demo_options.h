@@ -34,6 +34,9 @@ struct DemoOptions {
   double warmup_fraction = 0.1;
   /// Training reviews the static quantizers observe (one pass, every method from it).
   int64_t calibration_reviews = 256;
+  /// Sensitivity ranking: embedding error against FP32 on the first this-many validation
+  /// reviews (the fallback then stops on accuracy over the whole validation split).
+  int64_t sensitivity_reviews = 160;
   /// QAT: steps of batch_size, split into qat_checkpoints evaluations on validation; the best
   /// on validation is kept (checkpoint 0 is the PTQ model itself).
   int64_t qat_steps = 28;
@@ -63,8 +66,8 @@ std::string demo_usage();
 DemoOptions parse_demo_options(int argc, char** argv, bool* help);
 
 /// The sizes of `--quick`: 64 tokens, 640 training reviews (128 held out), 200 test reviews,
-/// 64 calibration reviews, 12 QAT steps; latency still at batch 32 x 128 (1 warm-up, median
-/// of 3).
+/// 64 calibration reviews, sensitivity ranked on 64 validation reviews, 12 QAT steps; latency
+/// still at batch 32 x 128 (1 warm-up, median of 3).
 void apply_quick_mode(DemoOptions& options);
 
 /// One line per setting, for the log and the results files.

@@ -189,9 +189,30 @@ std::string histogram_svg(const QuantizerHistogram& h, const std::vector<RangeCh
   for (double c : merged) peak = std::max(peak, std::log10(1.0 + c));
   if (peak <= 0.0) peak = 1.0;
 
+  // Legend entries (one per calibrator) laid out first, wrapped onto as many rows as needed.
+  constexpr double kCharWidth = 6.2, kLegendRow = 13;
+  std::vector<std::string> legend_texts;
+  std::vector<std::pair<double, int>> legend_at;  // x, row
+  {
+    double x = left;
+    int row = 0;
+    for (const auto& [label, amax] : h.amax) {
+      legend_texts.push_back(label + " " + fmt(amax, 3) + (label == chosen_label ? " (chosen)" : ""));
+      const double text_w = kCharWidth * static_cast<double>(legend_texts.back().size());
+      if (x > left && x + text_w > width - right) {
+        x = left;
+        ++row;
+      }
+      legend_at.emplace_back(x, row);
+      x += text_w + 10;
+    }
+  }
+  const int legend_rows = legend_at.empty() ? 1 : legend_at.back().second + 1;
+  const double total_height = height + kLegendRow * (legend_rows - 1);
+
   std::ostringstream svg;
-  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << width << "' height='" << height
-      << "' viewBox='0 0 " << width << " " << height << "'>";
+  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << width << "' height='"
+      << total_height << "' viewBox='0 0 " << width << " " << total_height << "'>";
   svg << "<rect x='" << left << "' y='" << top << "' width='" << plot_w << "' height='" << plot_h
       << "' fill='#fafafa' stroke='#ccc'/>";
   const double bar_w = plot_w / static_cast<double>(merged.size());
@@ -213,8 +234,7 @@ std::string histogram_svg(const QuantizerHistogram& h, const std::vector<RangeCh
       << "' font-size='10' text-anchor='end'>1e" << fmt(peak, 2) << "</text>";
   svg << "<text x='" << left - 4 << "' y='" << top + plot_h
       << "' font-size='10' text-anchor='end'>1</text>";
-  // Calibrators' ranges, with a legend row below the axis.
-  double legend_x = left;
+  // Calibrators' ranges, with the legend below the axis.
   for (size_t i = 0; i < h.amax.size(); ++i) {
     const auto& [label, amax] = h.amax[i];
     const double x = left + std::min(amax / std::max(x_end, 1e-30), 1.0) * plot_w;
@@ -223,19 +243,18 @@ std::string histogram_svg(const QuantizerHistogram& h, const std::vector<RangeCh
         << top + plot_h << "' stroke='" << line_colour(i) << "' stroke-width='"
         << (chosen ? 2.5 : 1.2) << "'" << (chosen ? "" : " stroke-dasharray='4 2'") << ">"
         << "<title>" << html_escape(label) << ": amax " << fmt(amax, 5) << "</title></line>";
-    const std::string text = label + " " + fmt(amax, 3) + (chosen ? " (chosen)" : "");
-    svg << "<text x='" << fmt(legend_x, 6) << "' y='" << height - 6 << "' font-size='10' fill='"
+    svg << "<text x='" << fmt(legend_at[i].first, 6) << "' y='"
+        << height - 6 + kLegendRow * legend_at[i].second << "' font-size='10' fill='"
         << line_colour(i) << "'" << (chosen ? " font-weight='bold'" : "") << ">"
-        << html_escape(text) << "</text>";
-    legend_x += 6.2 * static_cast<double>(text.size()) + 10;
+        << html_escape(legend_texts[i]) << "</text>";
   }
   (void)choices;
   svg << "</svg>";
   return svg.str();
 }
 
-std::string sensitivity_svg(const std::vector<SensitivityBar>& bars) {
-  const double row_h = 18, label_w = 300, plot_w = 380, top = 24;
+std::string sensitivity_svg(const std::vector<SensitivityBar>& bars, const std::string& unit) {
+  const double row_h = 18, label_w = 300, plot_w = 380, top = 40;
   const double height = top + row_h * static_cast<double>(bars.size()) + 30;
   double extent = 0.1;
   for (const auto& b : bars) {
@@ -247,10 +266,10 @@ std::string sensitivity_svg(const std::vector<SensitivityBar>& bars) {
   std::ostringstream svg;
   svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << label_w + plot_w + 20
       << "' height='" << height << "'>";
-  svg << "<text x='" << label_w << "' y='14' font-size='11'>"
+  svg << "<text x='10' y='14' font-size='11'>"
       << "<tspan fill='#1f77b4'>&#9632; recovery when only this group is float</tspan>"
       << "<tspan dx='12' fill='#ff7f0e'>&#9632; drop when only this group is quantized</tspan>"
-      << " (accuracy points)</text>";
+      << "</text><text x='10' y='28' font-size='11'>(" << html_escape(unit) << ")</text>";
   svg << "<line x1='" << zero_x << "' x2='" << zero_x << "' y1='" << top - 4 << "' y2='"
       << height - 26 << "' stroke='#999'/>";
   for (size_t i = 0; i < bars.size(); ++i) {
@@ -263,7 +282,7 @@ std::string sensitivity_svg(const std::vector<SensitivityBar>& bars) {
       const double x0 = value >= 0 ? zero_x : zero_x + value * scale;
       svg << "<rect x='" << fmt(x0, 6) << "' y='" << y + dy << "' width='"
           << fmt(std::max(std::abs(value) * scale, 0.5), 6) << "' height='7' fill='" << colour
-          << "'><title>" << fmt(value, 3) << " points</title></rect>";
+          << "'><title>" << fmt(value, 3) << "</title></rect>";
     };
     bar(b.recovery_when_float, 2, "#1f77b4");
     bar(b.drop_when_quantized, 9, "#ff7f0e");
@@ -285,7 +304,8 @@ void write_calibration_report(const std::string& path, const std::string& title,
                               const std::vector<RangeChoice>& choices,
                               const std::string& chosen_label,
                               const std::vector<QuantizerHistogram>& histograms,
-                              const std::vector<SensitivityBar>& sensitivity) {
+                              const std::vector<SensitivityBar>& sensitivity,
+                              const std::string& sensitivity_unit) {
   std::ostringstream html;
   html << "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>" << html_escape(title)
        << "</title>\n<style>body{font-family:sans-serif;max-width:1000px;margin:20px auto;}"
@@ -295,11 +315,11 @@ void write_calibration_report(const std::string& path, const std::string& title,
   html << "<h1>" << html_escape(title) << "</h1>\n<ul>\n";
   for (const auto& line : summary) html << "<li>" << html_escape(line) << "</li>\n";
   html << "</ul>\n";
-  html << "<h2>Sensitivity (validation accuracy)</h2>\n";
+  html << "<h2>Sensitivity</h2>\n";
   if (sensitivity.empty()) {
     html << "<p>No sensitivity analysis was run.</p>\n";
   } else {
-    html << sensitivity_svg(sensitivity) << "\n";
+    html << sensitivity_svg(sensitivity, sensitivity_unit) << "\n";
   }
   html << "<h2>Activation histograms</h2>\n<p>One histogram of |x| per quantizer, collected once "
           "during calibration; bars are log10(1 + count); each line is the clipping range amax "

@@ -81,19 +81,21 @@ std::vector<QuantizerHistogram> collect_histograms(torch::nn::Module& model,
 /// One group of the sensitivity analysis, in accuracy points.
 struct SensitivityBar {
   std::string group;
-  double recovery_when_float = 0.0;  ///< points won back when only this group runs float
-  double drop_when_quantized = 0.0;  ///< points lost when only this group is quantized
+  double recovery_when_float = 0.0;  ///< loss won back when only this group runs float
+  double drop_when_quantized = 0.0;  ///< loss when only this group is quantized
   bool kept_float = false;           ///< switched to float by the fallback
 };
 
-/// Writes a self-contained HTML page: a summary, the sensitivity chart (one bar per group), and
+/// Writes a self-contained HTML page: a summary, the sensitivity chart (two bars per group, in
+/// the units `sensitivity_unit` names), and
 /// one inline SVG per quantizer with log-count bars and a vertical line per calibrator's range.
 void write_calibration_report(const std::string& path, const std::string& title,
                               const std::vector<std::string>& summary,
                               const std::vector<RangeChoice>& choices,
                               const std::string& chosen_label,
                               const std::vector<QuantizerHistogram>& histograms,
-                              const std::vector<SensitivityBar>& sensitivity);
+                              const std::vector<SensitivityBar>& sensitivity,
+                              const std::string& sensitivity_unit);
 
 /// Writes `text` to `path`, creating parent directories; throws on failure.
 void write_text_file(const std::string& path, const std::string& text);
