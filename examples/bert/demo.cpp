@@ -402,7 +402,14 @@ int run(int argc, char** argv) {
   // ---- 4. QAT from the fully quantized best-PTQ model ----------------------------------------
   // Activation ranges and weight scales stay frozen (NVIDIA's recipe: calibrate, then
   // fine-tune with fixed ranges); the straight-through gradients train the float weights.
+  // The loss distills the FP32 model's sentence embeddings besides the labels: QAT should
+  // bring the quantized model back toward FP32, not fine-tune it somewhere else. Dropout is
+  // off, so the distillation term is the quantization error itself (FP32 runs in eval mode).
   step_start = Clock::now();
+  torch::manual_seed(static_cast<uint64_t>(options.seed));
+  bert::BertClassifier fp32_model(config, 2);  // the teacher here, the baseline of step 5
+  bert::load_classifier(*fp32_model, checkpoint);
+  fp32_model->eval();
   for (const auto& group : float_groups) tquant::set_quantizers_enabled(*model, group, true);
   const double ptq_val = method_val[best];
   double qat_best_val = ptq_val;
@@ -418,6 +425,9 @@ int run(int argc, char** argv) {
     settings.warmup_fraction = 0.0;
     settings.seed = options.seed + 2;
     settings.label = "QAT";
+    settings.teacher = fp32_model.get();
+    settings.distill_weight = options.qat_distill_weight;
+    settings.dropout = false;
     const int64_t every = std::max<int64_t>(1, options.qat_steps / options.qat_checkpoints);
     say("4. QAT: " + std::to_string(options.qat_steps) + " steps at lr " + fixed(options.qat_lr * 1e6, 1) +
         "e-6, validation every " + std::to_string(every) + " steps");
@@ -485,10 +495,6 @@ int run(int argc, char** argv) {
 
   // Latency: a fresh FP32 model from the checkpoint against the converted one, interleaved so
   // that both see the same machine load.
-  torch::manual_seed(static_cast<uint64_t>(options.seed));
-  bert::BertClassifier fp32_model(config, 2);
-  bert::load_classifier(*fp32_model, checkpoint);
-  fp32_model->eval();
   std::vector<std::string> latency_texts;
   {
     const auto order = bert::length_sorted_batches(test, options.latency_batch);

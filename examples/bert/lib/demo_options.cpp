@@ -192,7 +192,8 @@ std::string describe(const DemoOptions& o) {
       << o.head_lr << " head, warm-up " << o.warmup_fraction << "\n"
       << "calibration " << o.calibration_reviews << " reviews; sensitivity ranking on "
       << o.sensitivity_reviews << " validation reviews; QAT " << o.qat_steps
-      << " steps (lr " << o.qat_lr << ", " << o.qat_checkpoints << " checkpoints); fallback "
+      << " steps (lr " << o.qat_lr << ", " << o.qat_checkpoints << " checkpoints, distillation "
+      << "weight " << o.qat_distill_weight << "); fallback "
       << "budget " << o.fallback_budget * 100.0 << " point(s)";
   return out.str();
 }

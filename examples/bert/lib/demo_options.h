@@ -42,6 +42,9 @@ struct DemoOptions {
   int64_t qat_steps = 28;
   int64_t qat_checkpoints = 4;
   double qat_lr = 5e-6;
+  /// Weight of the distillation term (mean 1 - cosine to the FP32 sentence embeddings) in the
+  /// QAT loss, next to the cross-entropy.
+  double qat_distill_weight = 100.0;
   /// Latency: batch x seq of test reviews padded to the length, median of `latency_runs`.
   int64_t latency_batch = 32;
   int64_t latency_seq = 128;

@@ -84,7 +84,8 @@ double train_classifier(BertClassifierImpl& model, const EncodedSet& train,
   size_t next = 0;
   std::deque<double> recent;
   DemoProgress progress(settings.label, settings.steps, "steps", 10.0);
-  model.train();
+  if (settings.teacher != nullptr) settings.teacher->eval();
+  model.train(settings.dropout);
   for (int64_t step = 0; step < settings.steps; ++step) {
     if (next >= epoch.size()) {
       epoch = shuffled_batches(train, settings.batch_size, rng);
@@ -100,9 +101,23 @@ double train_classifier(BertClassifierImpl& model, const EncodedSet& train,
     }
     const DemoBatch batch = make_batch(train, epoch[next++]);
     optimizer.zero_grad();
-    const at::Tensor logits = model.forward(batch.input_ids, batch.token_type_ids,
-                                            batch.attention_mask);
-    const at::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.labels);
+    // BertClassifier::forward, split to keep the pooled vector for the distillation term.
+    const at::Tensor pooled = mean_pool(
+        model.bert->forward(batch.input_ids, batch.token_type_ids, batch.attention_mask),
+        batch.attention_mask);
+    const at::Tensor logits = model.classifier->forward(model.dropout->forward(pooled));
+    at::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.labels);
+    if (settings.teacher != nullptr && settings.distill_weight > 0.0) {
+      at::Tensor target;
+      {
+        torch::NoGradGuard no_grad;
+        target = mean_pool(settings.teacher->bert->forward(batch.input_ids, batch.token_type_ids,
+                                                           batch.attention_mask),
+                           batch.attention_mask);
+      }
+      const at::Tensor cosine = torch::cosine_similarity(pooled, target, /*dim=*/-1);
+      loss = loss + settings.distill_weight * (1.0 - cosine).mean();
+    }
     loss.backward();
     torch::nn::utils::clip_grad_norm_(model.parameters(), 1.0);
     optimizer.step();
@@ -116,7 +131,7 @@ double train_classifier(BertClassifierImpl& model, const EncodedSet& train,
     progress.step(1, note);
     if (callback_every > 0 && callback && (step + 1) % callback_every == 0) {
       callback(step + 1);
-      model.train();
+      model.train(settings.dropout);
     }
   }
   model.eval();

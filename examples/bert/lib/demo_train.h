@@ -36,12 +36,21 @@ struct TrainSettings {
   double weight_decay = 0.01;
   uint64_t seed = 0;
   std::string label = "fine-tune";
+  /// Distillation (QAT): when set, the loss adds distill_weight * mean(1 - cosine) between the
+  /// model's sentence embeddings and this teacher's (eval mode, no gradients) on the same batch,
+  /// so that training toward the labels does not pull the embeddings away from the teacher's.
+  BertClassifierImpl* teacher = nullptr;
+  double distill_weight = 0.0;
+  /// Dropout on while training (train mode). Off: the model runs in eval mode with gradients,
+  /// so that a distillation term measures the model's own error, not dropout noise.
+  bool dropout = true;
 };
 
-/// Trains `model` (train mode, dropout on) with cross-entropy on shuffled batches of `train`
+/// Trains `model` (train mode unless settings.dropout is off) with cross-entropy on shuffled batches of `train`
 /// for settings.steps steps (epochs follow one another with fresh shuffles). After every
 /// `callback_every` steps (if > 0) `callback(step)` runs (e.g. a validation checkpoint); the
-/// model is put back in train mode afterwards. Returns the mean loss of the last 20 steps.
+/// model is put back in train mode afterwards. Returns the mean loss of the last 20 steps
+/// (cross-entropy, plus the distillation term when a teacher is set).
 double train_classifier(BertClassifierImpl& model, const EncodedSet& train,
                         const TrainSettings& settings, int64_t callback_every = 0,
                         const std::function<void(int64_t)>& callback = {});
