@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include "test_util.h"
 
 #include <sstream>
 #include <string>
@@ -32,16 +33,7 @@ QConfig axis1_weight_qconfig() {
   return QConfig{nullptr, weight};
 }
 
-/// The message of the c10::Error thrown by f, or "" if none is thrown.
-template <typename Fn>
-std::string error_message(Fn&& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
-}
+using tquant::test::error_message;
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;

@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include "test_util.h"
 
 #include "tquant/sensitivity.h"
 
@@ -72,15 +73,7 @@ struct Fixture {
   }
 };
 
-template <typename Fn>
-std::string error_message(Fn&& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
-}
+using tquant::test::error_message;
 
 SensitivityOptions lower_is_better() { return SensitivityOptions().higher_is_better(false); }
 
