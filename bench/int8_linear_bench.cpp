@@ -20,6 +20,8 @@
 
 #include "tquant/gemm.h"
 
+#include "bench_util.h"
+
 namespace {
 
 struct Args {
@@ -53,53 +55,6 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-// Median wall times in milliseconds of several functions, timed interleaved (f0, f1, ... in each
-// repetition) so that on a shared machine all of them see the same background load.
-// Also returns the minima: on a loaded machine the fastest repetition is the one least disturbed.
-struct Times {
-  std::vector<double> median;
-  std::vector<double> min;
-};
-
-Times median_ms(const std::vector<std::function<void()>>& fs, const Args& a) {
-  for (int i = 0; i < a.warmup; ++i) {
-    for (const auto& f : fs) f();
-  }
-  std::vector<std::vector<double>> t(fs.size());
-  for (int i = 0; i < a.reps; ++i) {
-    for (size_t j = 0; j < fs.size(); ++j) {
-      const auto t0 = std::chrono::steady_clock::now();
-      fs[j]();
-      t[j].push_back(
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    }
-  }
-  Times r;
-  for (auto& v : t) {
-    std::sort(v.begin(), v.end());
-    r.median.push_back(v[v.size() / 2]);
-    r.min.push_back(v.front());
-  }
-  return r;
-}
-
-// The machine may be shared (parallel builds): the 1-minute load average goes into the output.
-std::string load_average() {
-  std::ifstream in("/proc/loadavg");
-  std::string one;
-  in >> one;
-  return one.empty() ? "unknown" : one;
-}
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -107,12 +62,7 @@ int main(int argc, char** argv) {
   at::set_num_threads(a.threads);
   at::manual_seed(0);
 
-  __builtin_cpu_init();
-  std::printf("cpu: %s\n", cpu_model().c_str());
-  std::printf("flags: avx2=%d avx512f=%d avx512_vnni=%d\n", __builtin_cpu_supports("avx2") ? 1 : 0,
-              __builtin_cpu_supports("avx512f") ? 1 : 0,
-              __builtin_cpu_supports("avx512vnni") ? 1 : 0);
-  std::printf("load average (1 min) at start: %s\n", load_average().c_str());
+  tquant::bench::print_machine();
   std::printf("threads: %d   reps: %d (median; the four variants timed interleaved)   warmup: %d\n",
               at::get_num_threads(), a.reps, a.warmup);
   std::printf("int8 path: %s\n  (%s)\n", tquant::to_string(tquant::int8_gemm_path()).c_str(),
@@ -136,11 +86,11 @@ int main(int argc, char** argv) {
       // The fallback path on the same data, for comparison (docs/backends.md).
       auto weight_mm = tquant::prepare_int8_weight(w, tquant::Int8GemmPath::kIntMm);
       at::Tensor sink;
-      const auto t = median_ms({[&] { sink = at::linear(x, w, b); },
+      const auto t = tquant::bench::median_ms({[&] { sink = at::linear(x, w, b); },
                                 [&] { sink = tquant::int8_linear_static(x, sx, weight, b); },
                                 [&] { sink = tquant::int8_linear_dynamic(x, weight, b); },
                                 [&] { sink = tquant::int8_linear_static(x, sx, weight_mm, b); }},
-                               a);
+                               a.reps, a.warmup);
       const double t_fp = t.median[0], t_st = t.median[1], t_dy = t.median[2], t_mm = t.median[3];
       const double ops = 2.0 * m * k * n;
       std::printf(
@@ -155,6 +105,6 @@ int main(int argc, char** argv) {
   std::printf(
       "\nload average (1 min) at end: %s (more than the thread count means the timings "
       "include time slices lost to other processes)\n",
-      load_average().c_str());
+      tquant::bench::load_average().c_str());
   return 0;
 }

@@ -2,9 +2,11 @@
 #include <string>
 
 #include "tquant/gemm.h"
+#include "tquant/int8_attention.h"
 #include "tquant/nn/quantizable.h"
 #include "tquant/qconfig.h"
 #include "tquant/quantize.h"
+#include "error_context.h"
 #include "module_walk.h"
 
 namespace tquant {
@@ -17,7 +19,16 @@ std::string backend_of(const std::string& type, const std::string& scheme) {
     return type == "QuantEmbedding" ? "int codes, rows dequantized per lookup"
                                     : "int codes dequantized per call + float GEMM";
   }
-  if (type == "QuantMatMul") return "int8 codes, exact integer product (float GEMM of codes)";
+  if (type == "QuantMatMul" || type == "QuantAttention") {
+    const std::string what = type == "QuantMatMul" ? "batched int8 product" : "fused int8 attention";
+    return int8_cpu_kernels_available()
+               ? what + " (AVX-512 VNNI kernel, one head per task)"
+               : what + " as its exact reference (no AVX-512 VNNI on this CPU: slower than float)";
+  }
+  if (type == "QuantConv2d") {
+    return scheme == "int8_static+relu" ? "oneDNN int8 convolution, ReLU fused (qconv2d_pointwise)"
+                                        : "oneDNN int8 convolution (qconv2d_pointwise)";
+  }
   return "int8 GEMM (" + to_string(int8_gemm_path()) + ")";
 }
 
@@ -47,6 +58,7 @@ ConvertReport convert(torch::nn::Module& model) {
       check_calibrated(name, *module);
     }
   }
+  detail::name_quantizers(model);
   TORCH_CHECK_VALUE(any_prepared, "convert: expected a prepared model (tquant modules with a "
                     "QConfig), got none; call tquant::prepare and tquant::calibrate first");
 
@@ -61,7 +73,13 @@ ConvertReport convert(torch::nn::Module& model) {
                                     "not calibrated"});
       continue;
     }
-    const ConvertResult result = quantizable.convert();
+    if (quantizable.mode() == QuantMode::kConverted) {
+      const std::string scheme = quantizable.converted_scheme();
+      report.already_converted.push_back({name, type, scheme, backend_of(type, scheme)});
+      continue;
+    }
+    const ConvertResult result =
+        detail::named_errors(name.empty() ? "<root>" : name, [&] { return quantizable.convert(); });
     if (result.converted) {
       report.converted.push_back({name, type, result.scheme, backend_of(type, result.scheme)});
     } else {

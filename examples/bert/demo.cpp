@@ -234,7 +234,7 @@ int run(int argc, char** argv) {
                                   tquant::int8_dynamic_qconfig());
   // --float-attention: the attention products stay float (on the CPU their converted form is
   // no faster than float; docs/backends.md).
-  if (options.float_attention) mapping.skip("bert.encoder.layer.*.attention.self.*_matmul");
+  if (options.float_attention) mapping.skip("bert.encoder.layer.*.attention.self.sdpa");
   const tquant::PrepareReport prepared = tquant::prepare(*model, mapping);
   bert::write_text_file(options.out_dir + "/prepare_report.txt", prepared.to_string());
   say("2. PTQ: " + last_line(prepared.to_string()) + " (full report: prepare_report.txt)");

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include "tquant/cuda_int8.h"
+#include "tquant/int8_attention.h"
 
 #include "converted_weight.h"
 #include "quant_module_detail.h"
@@ -156,6 +157,10 @@ at::Tensor QuantMatMulImpl::converted_forward(const at::Tensor& a, const at::Ten
     const double scale = input_scale.item<double>() * other_scale.item<double>();
     return (acc.to(at::kFloat) * scale).to(a.scalar_type()).reshape(shape);
   }
+  const double a_scale = input_scale.item<double>(), b_scale = other_scale.item<double>();
+  if (a.device().is_cpu() && a.dim() >= 2 && b.dim() >= 2) {
+    return int8_bmm_cpu(a, b, a_scale, b_scale);
+  }
   const int64_t k = a.size(-1);
   // Exact integer sums: float32 holds every integer below 2^24 exactly.
   constexpr int64_t kMaxExactFloatK = (int64_t{1} << 24) / (127 * 127);
@@ -163,8 +168,7 @@ at::Tensor QuantMatMulImpl::converted_forward(const at::Tensor& a, const at::Ten
   // The codes stay in the GEMM's float type (exact small integers): no int8 round trip.
   const at::Tensor qa = detail::int8_codes_as_float(a, input_scale).to(gemm_dtype);
   const at::Tensor qb = detail::int8_codes_as_float(b, other_scale).to(gemm_dtype);
-  const double scale = input_scale.item<double>() * other_scale.item<double>();
-  return at::matmul(qa, qb).mul_(scale).to(a.scalar_type());
+  return at::matmul(qa, qb).mul_(a_scale * b_scale).to(a.scalar_type());
 }
 
 }  // namespace tquant

@@ -71,9 +71,9 @@ void BertSelfAttentionImpl::reset() {
   query = register_module("query", make_linear(hidden, hidden));
   key = register_module("key", make_linear(hidden, hidden));
   value = register_module("value", make_linear(hidden, hidden));
-  scores_matmul = register_module("scores_matmul", tquant::QuantMatMul());
-  context_matmul = register_module("context_matmul", tquant::QuantMatMul());
-  dropout = register_module("dropout", nn::Dropout(config.attention_probs_dropout_prob));
+  sdpa = register_module(
+      "sdpa", tquant::QuantAttention(
+                  tquant::QuantAttentionOptions().dropout(config.attention_probs_dropout_prob)));
 }
 
 at::Tensor BertSelfAttentionImpl::forward(const at::Tensor& hidden,
@@ -82,22 +82,14 @@ at::Tensor BertSelfAttentionImpl::forward(const at::Tensor& hidden,
   const int64_t length = hidden.size(1);
   const int64_t heads = config.num_attention_heads;
   const int64_t head_dim = config.head_dim();
-  // [B, L, hidden] -> [B, heads, L, head_dim] as a view; matmul makes the copies it needs.
+  // [B, L, hidden] -> [B, heads, L, head_dim] as a view (no copy).
   auto split_heads = [&](const at::Tensor& x) {
     return x.view({batch, length, heads, head_dim}).transpose(1, 2);
   };
   const at::Tensor q = split_heads(query(hidden));
   const at::Tensor k = split_heads(key(hidden));
   const at::Tensor v = split_heads(value(hidden));
-
-  // The matmul's result is a fresh tensor that its backward does not need, so scaling and
-  // masking it in place is safe under autograd and saves two [B, heads, L, L] temporaries.
-  at::Tensor scores = scores_matmul(q, k.transpose(-2, -1));
-  scores.mul_(1.0 / std::sqrt(static_cast<double>(head_dim)));
-  if (additive_mask.defined()) scores.add_(additive_mask);
-  const at::Tensor probs = dropout(at::softmax(scores, -1));
-
-  const at::Tensor context = context_matmul(probs, v);  // [B, heads, L, head_dim]
+  const at::Tensor context = sdpa(q, k, v, additive_mask);  // [B, heads, L, head_dim]
   return context.transpose(1, 2).reshape({batch, length, config.hidden_size});
 }
 

@@ -11,15 +11,16 @@
 #include "bert_config.h"
 #include "tquant/nn/quant_embedding.h"
 #include "tquant/nn/quant_linear.h"
-#include "tquant/nn/quant_matmul.h"
+#include "tquant/nn/quant_attention.h"
 
 namespace bert {
 
 // A BERT encoder (Devlin et al. 2019) built from tquant's quantizable modules, structured and
 // named exactly as Hugging Face's BertModel, so that named_parameters() equals the keys of a
 // Hugging Face checkpoint (see bert_checkpoint.h) and tquant's passes (prepare, calibrate,
-// convert) reach every Linear and both attention matmuls by their Hugging Face names, e.g.
-// "encoder.layer.3.attention.self.query" or "encoder.layer.3.attention.self.scores_matmul".
+// convert) reach every Linear and the attention products by their names, e.g.
+// "encoder.layer.3.attention.self.query" (Hugging Face's) or "encoder.layer.3.attention.self.sdpa"
+// (tquant's QuantAttention, which has no parameters).
 //
 // Inputs everywhere: int64 tensors [B, L] on the model's device. Dropout follows train()/eval().
 
@@ -46,10 +47,11 @@ TORCH_MODULE(BertEmbeddings);
 
 /// Multi-head self-attention, as Hugging Face's eager BertSelfAttention:
 ///   q, k, v = query(x), key(x), value(x), split into heads [B, heads, L, head_dim];
-///   scores = scores_matmul(q, k^T) / sqrt(head_dim) + additive_mask;
-///   context = context_matmul(dropout(softmax(scores)), v), heads merged back to [B, L, hidden].
-/// The two products are QuantMatMul children, so prepare/calibrate quantize them like the
-/// Linears.
+///   context = sdpa(q, k, v, additive_mask)
+///           = dropout(softmax(q k^T / sqrt(head_dim) + additive_mask)) v,
+/// heads merged back to [B, L, hidden]. sdpa is a tquant::QuantAttention child: in float mode
+/// LibTorch's fused at::scaled_dot_product_attention, and prepare/calibrate/convert quantize
+/// its q, k, probabilities and v (converted: one fused INT8 kernel per head on CPU).
 class BertSelfAttentionImpl : public torch::nn::Cloneable<BertSelfAttentionImpl> {
  public:
   explicit BertSelfAttentionImpl(const BertConfig& config);
@@ -63,9 +65,7 @@ class BertSelfAttentionImpl : public torch::nn::Cloneable<BertSelfAttentionImpl>
   tquant::QuantLinear query{nullptr};
   tquant::QuantLinear key{nullptr};
   tquant::QuantLinear value{nullptr};
-  tquant::QuantMatMul scores_matmul{nullptr};
-  tquant::QuantMatMul context_matmul{nullptr};
-  torch::nn::Dropout dropout{nullptr};
+  tquant::QuantAttention sdpa{nullptr};
 };
 TORCH_MODULE(BertSelfAttention);
 

@@ -72,7 +72,7 @@ std::string demo_usage() {
   return "usage: tquant_bert_demo [--quick] [--model-dir DIR] [--data-dir DIR] [--out-dir DIR]\n"
          "                        [--threads N] [--epochs N] [--seed N] [--float-attention]\n"
          "  --quick       CI mode: fewer reviews, 64 tokens, every step of the path (minutes)\n"
-         "  --float-attention  leave the attention products (QuantMatMul) in float\n"
+         "  --float-attention  leave the attention products (QuantAttention) in float\n"
          "  --model-dir   all-MiniLM-L6-v2 directory (config.json, vocab.txt, model.safetensors)\n"
          "  --data-dir    directory of fine_foods_train.csv / fine_foods_test.csv; the FP32\n"
          "                checkpoint is cached there\n"

@@ -13,9 +13,8 @@ struct DemoOptions {
   std::string data_dir;   ///< fine_foods_{train,test}.csv; the FP32 checkpoint is cached here
   std::string out_dir = "build/bert_demo";
   bool quick = false;
-  /// Keep the two attention products (QuantMatMul) in float. On the CPU the converted product
-  /// is not faster than the float one (no batched int8 GEMM in LibTorch; docs/backends.md);
-  /// docs/bert.md compares both settings.
+  /// Keep the attention products (the QuantAttention "sdpa" of every layer) in float
+  /// (at::scaled_dot_product_attention); docs/bert.md compares both settings.
   bool float_attention = false;
   int threads = 2;
   uint64_t seed = 0;

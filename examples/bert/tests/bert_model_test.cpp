@@ -202,8 +202,7 @@ TEST(BertModel, NamesFollowHuggingFace) {
   EXPECT_EQ(names.back(), "pooler.dense.bias");
   // The attention products are quantizable children with stable names.
   const auto modules = model->named_modules();
-  EXPECT_TRUE(modules.contains("encoder.layer.1.attention.self.scores_matmul"));
-  EXPECT_TRUE(modules.contains("encoder.layer.1.attention.self.context_matmul"));
+  EXPECT_TRUE(modules.contains("encoder.layer.1.attention.self.sdpa"));
 }
 
 TEST(BertModel, OutputOfRealTokensDoesNotDependOnPadding) {

@@ -1,0 +1,66 @@
+#pragma once
+
+// Internal: a small u8 x s8 -> s32 GEMM for the CPU, written for the many tiny products of
+// attention (128 x 128 x 32 per head) where oneDNN's per-call overhead and OpenMP threading
+// cost more than the arithmetic (docs/backends.md, "INT8 attention on CPU"). One call is
+// single-threaded; callers parallelize over heads with at::parallel_for.
+//
+// Operands:
+//   A: uint8 [M, K], row stride lda (bytes) >= 4 * k4, where k4 = ceil(K / 4). Bytes of a row
+//      past K are read and multiplied by B's zero padding, so they may hold anything.
+//   B: int8 [K, N] packed in the VNNI layout of vpdpbusd ("VnniLayout" below): 16 columns by
+//      4 consecutive k per 64-byte vector, zero-padded to k4 * 4 rows and n16 * 16 columns.
+//   C: int32 [M, N], row stride ldc:  C[m, n] = sum_k A[m, k] * B[k, n] - comp[n]
+//      (comp may be null). A signed A is fed as A + 128 (uint8) with comp[n] = 128 * sum_k B[k, n].
+
+#include <cstdint>
+#include <vector>
+
+namespace tquant::detail {
+
+/// Byte offset of element (k, n) of B in the packed layout [n16][k4][16 columns][4 k]:
+///   ((n / 16) * k4 + k / 4) * 64 + (n % 16) * 4 + k % 4.
+struct VnniLayout {
+  int64_t k4;   // ceil(K / 4)
+  int64_t n16;  // ceil(N / 16)
+
+  static VnniLayout for_shape(int64_t k, int64_t n) { return {(k + 3) / 4, (n + 15) / 16}; }
+  int64_t bytes() const { return n16 * k4 * 64; }
+  int64_t offset(int64_t k, int64_t n) const {
+    return ((n / 16) * k4 + k / 4) * 64 + (n % 16) * 4 + k % 4;
+  }
+};
+
+/// True when this CPU runs the AVX-512 VNNI kernel (avx512f, avx512bw and avx512vnni).
+bool cpu_has_avx512_vnni();
+
+/// C = A * B - comp as described above, AVX-512 VNNI (vpdpbusd). Needs cpu_has_avx512_vnni().
+void gemm_u8s8s32_vnni(const uint8_t* a, int64_t lda, const int8_t* b_packed, VnniLayout layout,
+                       const int32_t* comp, int32_t* c, int64_t ldc, int64_t m, int64_t n);
+
+/// Reference twin: the same sums with plain loops over the packed B (exact, any CPU).
+void gemm_u8s8s32_ref(const uint8_t* a, int64_t lda, const int8_t* b_packed, VnniLayout layout,
+                      const int32_t* comp, int32_t* c, int64_t ldc, int64_t m, int64_t n);
+
+// ---- operand preparation (AVX-512; callers check cpu_has_avx512_vnni() first) --------------
+// code(x) = clamp(round(x * inv), -127, 127), half-to-even, as tquant::quantize with
+// inv = 1 / scale in float32.
+
+/// out[i] = code(x[i]) + offset as bytes, i < n (offset 128 turns signed codes into the uint8 A
+/// operand; 0 writes int8 codes, or uint8 codes of non-negative x). Returns false when x holds
+/// a NaN or Inf (its byte is then meaningless).
+bool quantize_row_avx512(const float* x, int64_t n, float inv, int32_t offset, uint8_t* out);
+
+/// Writes the int8 codes of `rows` float rows (n values each, unit stride, row r at
+/// x + r * stride) as the packed B operand: row r is row r of B (K index) when rows_are_k,
+/// else column r of B (N index). Zeroes the padding. comp, when not null, receives
+/// 128 * (column sums of B) for a +128-shifted A. bad_columns, when not null, gets 1 for each
+/// column of B that holds a NaN or Inf, else 0. Returns false when any value was non-finite.
+bool pack_b_avx512(const float* x, int64_t rows, int64_t n, int64_t stride, float inv,
+                   bool rows_are_k, VnniLayout layout, int8_t* packed, int32_t* comp,
+                   char* bad_columns, std::vector<int8_t>& scratch);
+
+/// out[j] = float(acc[j]) * scale, j < n.
+void dequantize_row_avx512(const int32_t* acc, int64_t n, float scale, float* out);
+
+}  // namespace tquant::detail
