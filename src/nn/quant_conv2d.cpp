@@ -103,13 +103,19 @@ void QuantConv2dImpl::reset() {
           }),
       options.padding());
 
-  weight = register_parameter(
-      "weight", torch::empty({options.out_channels(), options.in_channels() / options.groups(),
-                              (*options.kernel_size())[0], (*options.kernel_size())[1]}));
+  if (mode_ != QuantMode::kConverted) {
+    weight = register_parameter(
+        "weight", torch::empty({options.out_channels(), options.in_channels() / options.groups(),
+                                (*options.kernel_size())[0], (*options.kernel_size())[1]}));
+  }
   if (options.bias()) {
     bias = register_parameter("bias", torch::empty({options.out_channels()}));
   } else {
     bias = register_parameter("bias", {}, /*requires_grad=*/false);
+  }
+  if (mode_ == QuantMode::kConverted) {  // clone() of a converted module: its layout again
+    make_converted(converted_scheme_);
+    return;
   }
   reset_parameters();
   if (qconfig_) {
@@ -142,6 +148,7 @@ void QuantConv2dImpl::pretty_print(std::ostream& stream) const {
   if (!std::holds_alternative<torch::enumtype::kZeros>(options.padding_mode())) {
     stream << ", padding_mode=" << torch::enumtype::get_enum_name(options.padding_mode());
   }
+  if (fused_relu_) stream << ", fused_relu=true";
   stream << ", mode=" << to_string(mode_) << ")";
 }
 
@@ -184,27 +191,46 @@ void QuantConv2dImpl::check_input(const at::Tensor& input) const {
               input.sizes());
 }
 
+at::Tensor QuantConv2dImpl::pad_explicitly(const at::Tensor& input) const {
+  F::PadFuncOptions pad(reversed_padding_repeated_twice_);  // zeros: constant 0
+  if (!std::holds_alternative<torch::enumtype::kZeros>(options.padding_mode())) {
+    pad.mode(pad_mode(options.padding_mode()));
+  }
+  return F::pad(input, pad);
+}
+
 at::Tensor QuantConv2dImpl::conv_forward(const at::Tensor& input, const at::Tensor& w) const {
   // torch::nn::Conv2dImpl::_conv_forward.
   if (!std::holds_alternative<torch::enumtype::kZeros>(options.padding_mode())) {
-    return F::detail::conv2d(
-        F::pad(input, F::PadFuncOptions(reversed_padding_repeated_twice_)
-                          .mode(pad_mode(options.padding_mode()))),
-        w, bias, options.stride(), /*padding=*/torch::ExpandingArray<2>(0), options.dilation(),
-        options.groups());
+    return F::detail::conv2d(pad_explicitly(input), w, bias, options.stride(),
+                             /*padding=*/torch::ExpandingArray<2>(0), options.dilation(),
+                             options.groups());
   }
   return F::detail::conv2d(input, w, bias, options.stride(), options.padding(),
                            options.dilation(), options.groups());
 }
 
+void QuantConv2dImpl::set_fused_relu(bool fused) {
+  TORCH_CHECK_VALUE(mode_ != QuantMode::kConverted || fused == fused_relu_, name(),
+                    ": is converted with scheme '", converted_scheme_,
+                    "', which fixes whether the ReLU is fused");
+  fused_relu_ = fused;
+}
+
 at::Tensor QuantConv2dImpl::forward(const at::Tensor& input) {
   check_input(input);
-  if (mode_ == QuantMode::kFloat) return conv_forward(input, weight);
-  // kObserve: the quantizers record and return their inputs unchanged.
-  // kFakeQuant: they return QDQ(x) with straight-through gradients.
-  const at::Tensor x = input_quantizer.is_empty() ? input : input_quantizer(input);
-  const at::Tensor w = weight_quantizer.is_empty() ? weight : weight_quantizer(weight);
-  return conv_forward(x, w);
+  if (mode_ == QuantMode::kConverted) return converted_forward(input);
+  at::Tensor y;
+  if (mode_ == QuantMode::kFloat) {
+    y = conv_forward(input, weight);
+  } else {
+    // kObserve: the quantizers record and return their inputs unchanged.
+    // kFakeQuant: they return QDQ(x) with straight-through gradients.
+    const at::Tensor x = input_quantizer.is_empty() ? input : input_quantizer(input);
+    const at::Tensor w = weight_quantizer.is_empty() ? weight : weight_quantizer(weight);
+    y = conv_forward(x, w);
+  }
+  return fused_relu_ ? at::relu(y) : y;
 }
 
 }  // namespace tquant

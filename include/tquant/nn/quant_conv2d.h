@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -19,6 +20,19 @@
 
 namespace tquant {
 
+namespace detail {
+struct Conv2dInt8Weight;
+class PackedConv2dSlot;
+/// Owner of a converted QuantConv2d's prepacked oneDNN weight (src/nn/conv2d_int8_onednn.h).
+/// A copy (clone()) gets a fresh, empty slot: the clone's tensors are new and pack anew.
+struct PackedConv2dSlotPtr {
+  PackedConv2dSlotPtr();
+  PackedConv2dSlotPtr(const PackedConv2dSlotPtr& /*other*/);
+  PackedConv2dSlotPtr& operator=(const PackedConv2dSlotPtr& other);
+  std::shared_ptr<PackedConv2dSlot> slot;
+};
+}  // namespace detail
+
 class QuantConv2d;
 
 /// Quantizable twin of torch::nn::Conv2d:  y = conv2d(x, W) + b.
@@ -34,7 +48,15 @@ class QuantConv2d;
 ///   kFloat:     torch::nn::Conv2d's computation;
 ///   kObserve:   the same output, while input_quantizer records x and weight_quantizer the
 ///               weight;
-///   kFakeQuant: conv2d(fq_in(x), fq_w(W)) + b, straight-through gradients.
+///   kFakeQuant: conv2d(fq_in(x), fq_w(W)) + b, straight-through gradients;
+///   kConverted: after convert(): the weight is stored as int8 codes "weight_int8"
+///               [out, in / groups, kh, kw] with float32 scales "weight_scale" [out] and the
+///               calibrated input scale "input_scale" [] (the float "weight" parameter is
+///               removed and the quantizers are unregistered; "bias" stays float), and forward
+///               runs oneDNN's INT8 convolution (see convert() and docs/backends.md).
+/// With fused_relu() (set by set_fused_relu, or by a converted scheme ending in "+relu") every
+/// mode returns relu(...) of the above, as torch.ao's ConvReLU2d; converted, the ReLU is
+/// oneDNN's post-op and costs no extra pass.
 /// Non-zero padding modes (reflect, replicate, circular) pad after the input QDQ, as
 /// torch.ao's QAT Conv2d pads its already fake-quantized input; padding copies values, so the
 /// padded tensor holds only representable values.
@@ -84,6 +106,33 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl>, public Qua
   QuantMode mode() const override { return mode_; }
   std::string quant_type_name() const override { return "QuantConv2d"; }
 
+  /// Applies ReLU to the output in every mode (the conv then stands for Conv2d + ReLU, as
+  /// torch.ao's ConvReLU2d). Use it after tquant::fuse folded Conv2d + BatchNorm2d + ReLU: the
+  /// separate ReLU module may stay (ReLU of a ReLU output changes nothing) or be dropped from
+  /// forward. Not possible once converted (the scheme fixes it).
+  void set_fused_relu(bool fused);
+  bool fused_relu() const { return fused_relu_; }
+
+  /// Lowers to oneDNN's INT8 convolution on CPU (see kConverted above), scheme "int8_static"
+  /// ("int8_static+relu" with fused_relu()), when the input quantizer is static per-tensor int8
+  /// narrow-range symmetric (int8_static_qconfig's) and the weight's is int8 symmetric per
+  /// tensor or per output channel. Anything else is not converted (the reason is given) and
+  /// stays in its mode. Converting an uncalibrated input quantizer is refused; an unobserved
+  /// weight quantizer observes the weight first. The weight is prepacked here, not in forward.
+  ///
+  /// Converted forward takes float input on CPU ([N, in_channels, H, W] or unbatched; other
+  /// float dtypes are computed in float32 and cast back) and returns float32-computed output
+  /// in channels-last memory layout (the same values and shape as the other modes; call
+  /// .contiguous() if the layout matters). Input codes equal those of fake quantization, so
+  /// the output equals the kFakeQuant output up to float32 rounding of the accumulation's
+  /// scaling. An empty batch gives an empty output. A sample whose input holds a NaN or +-Inf
+  /// gives an all-NaN output for that sample (fake quantization makes them NaN; float
+  /// convolution would spread the NaN only to the outputs that see it); the other samples of
+  /// the batch are unaffected. The check rides on the quantization pass, so it costs nothing.
+  ConvertResult convert() override;
+  std::string converted_scheme() const override { return converted_scheme_; }
+  void make_converted(const std::string& scheme) override;
+
   torch::nn::Conv2dOptions options;
   /// [out_channels, in_channels / groups, kernel_h, kernel_w].
   at::Tensor weight;
@@ -93,18 +142,40 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl>, public Qua
   FakeQuantize input_quantizer{nullptr};
   /// Quantizer of the weight; empty without a QConfig or a weight factory.
   FakeQuantize weight_quantizer{nullptr};
+  /// Converted state (kConverted only, undefined otherwise): int8 codes
+  /// [out, in / groups, kh, kw], float32 scales [out], static input scale [].
+  at::Tensor weight_int8;
+  at::Tensor weight_scale;
+  at::Tensor input_scale;
 
  private:
   void install_quantizers();
   void apply_mode();
   void check_input(const at::Tensor& input) const;
   at::Tensor conv_forward(const at::Tensor& input, const at::Tensor& weight) const;
+  /// The input padded by reversed_padding_repeated_twice_ in the padding mode (zeros: 0).
+  at::Tensor pad_explicitly(const at::Tensor& input) const;
   std::string name() const;
+
+  void install_converted(const std::string& scheme, at::Tensor codes, at::Tensor scale,
+                         at::Tensor static_input_scale);
+  /// Prepacks the converted weight for oneDNN (CPU tensors only).
+  void pack_converted();
+  detail::Conv2dInt8Weight pack_now() const;
+  std::vector<int64_t> packed_key() const;
+  at::Tensor converted_forward(const at::Tensor& input);
+  void check_converted_input(const at::Tensor& input) const;
+  /// Explicit padding before quantization (non-zero padding modes, asymmetric kSame) instead of
+  /// oneDNN's symmetric zero padding.
+  bool pads_before_conv() const;
 
   /// Pads for F::pad with non-zero padding modes: [w_left, w_right, h_left, h_right].
   std::vector<int64_t> reversed_padding_repeated_twice_;
   std::optional<QConfig> qconfig_;
   QuantMode mode_ = QuantMode::kFloat;
+  bool fused_relu_ = false;
+  std::string converted_scheme_;
+  detail::PackedConv2dSlotPtr packed_;
 };
 TORCH_MODULE(QuantConv2d);
 

@@ -1,0 +1,108 @@
+#pragma once
+
+// Internal: the CPU path of a converted QuantConv2d. Activations are quantized into the layout
+// oneDNN's INT8 convolution reads, and the convolution runs as oneDNN's own kernel shipped in
+// libtorch_cpu (operators onednn::qconv_prepack and onednn::qconv2d_pointwise, the ones
+// PyTorch's inductor emits for x86 INT8 convolutions), reached through the dispatcher because
+// their C++ symbols are not part of LibTorch's API.
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "tquant/nn/quant_conv2d.h"
+
+namespace tquant::detail {
+
+/// Activation codes in oneDNN's layout for INT8 convolution: uint8 [N, C, H, W] stored
+/// channels-last (NHWC), with
+///   code = clamp(round_half_even(x * (1 / scale)) + zero_point, qmin, qmax)
+/// where 1 / scale is taken in float32, as LibTorch's fake-quantize kernels do, so the codes are
+/// exactly those fake quantization rounds to (shifted by zero_point). A NaN gets code qmin and
+/// +-Inf qmax / qmin; either marks its sample in nonfinite_in_sample (fake quantization turns
+/// them into NaN, which the caller reproduces from the flags).
+struct Conv2dInputCodes {
+  at::Tensor codes;                    ///< uint8 [N, C, H, W], channels-last
+  std::vector<uint8_t> nonfinite_in_sample;  ///< [N]: 1 when sample n holds a NaN or +-Inf
+};
+
+/// One pass over x (float32 [N, C, H, W], contiguous or channels-last; other layouts are made
+/// contiguous first): quantize, change the layout to NHWC and look for NaN / Inf at once.
+/// 0 <= qmin <= zero_point <= qmax <= 255.
+Conv2dInputCodes quantize_conv2d_input(const at::Tensor& x, float scale, int64_t zero_point,
+                                       int64_t qmin, int64_t qmax);
+
+/// Reference twin of quantize_conv2d_input in plain ATen operations (tests compare the two bit
+/// for bit).
+Conv2dInputCodes quantize_conv2d_input_ref(const at::Tensor& x, float scale, int64_t zero_point,
+                                           int64_t qmin, int64_t qmax);
+
+/// A convolution's INT8 weight prepacked by onednn::qconv_prepack, with everything else
+/// qconv2d_pointwise takes that stays fixed between calls. The output is
+///   y[n, o, p] = relu?( input_scale * weight_scale[o] * sum (code_x - input_zero_point) * code_w
+///                       + bias[o] )                                      (float32)
+struct Conv2dInt8Weight {
+  at::Tensor packed;             ///< opaque oneDNN tensor (int8, blocked layout)
+  at::Tensor weight_scale;       ///< float32 [out_channels]
+  at::Tensor weight_zero_point;  ///< int64 zeros [out_channels] (symmetric weights)
+  double input_scale = 1.0;
+  int64_t input_zero_point = 0;  ///< of the uint8 activation codes
+  std::vector<int64_t> stride, padding, dilation;
+  int64_t groups = 1;
+  bool relu = false;  ///< ReLU fused as oneDNN post-op
+};
+
+/// Prepacks int8 weight codes [out, in / groups, kh, kw] (symmetric, zero point 0) with float32
+/// scales [out] for activations of `input_scale` / `input_zero_point` (uint8 codes), symmetric
+/// `padding` (top/bottom = padding[0], left/right = padding[1]).
+Conv2dInt8Weight pack_conv2d_int8(const at::Tensor& weight_codes, const at::Tensor& weight_scale,
+                                  double input_scale, int64_t input_zero_point,
+                                  std::vector<int64_t> stride, std::vector<int64_t> padding,
+                                  std::vector<int64_t> dilation, int64_t groups, bool relu);
+
+/// oneDNN's INT8 convolution of uint8 NHWC codes (quantize_conv2d_input) with a prepacked
+/// weight; float32 [N, out, H_out, W_out] in channels-last layout. bias: float32 [out] or
+/// undefined.
+at::Tensor conv2d_int8_onednn(const at::Tensor& input_codes, const Conv2dInt8Weight& weight,
+                              const at::Tensor& bias);
+
+/// The prepacked weight of one module, safe to read from many threads at once. It is packed
+/// when the module converts or loads; a forward that finds the codes or scales changed behind
+/// its back (load_state copying into them, clone(), to()) packs again under the lock, so two
+/// threads never pack at once and none sees a half-built weight.
+class PackedConv2dSlot {
+ public:
+  /// What the packed weight was built from: data pointers and version counters of the tensors
+  /// it depends on.
+  using Key = std::vector<int64_t>;
+  static Key key_of(std::initializer_list<const at::Tensor*> tensors);
+
+  PackedConv2dSlot() = default;
+  PackedConv2dSlot(const PackedConv2dSlot&) = delete;
+  PackedConv2dSlot& operator=(const PackedConv2dSlot&) = delete;
+
+  void store(Key key, Conv2dInt8Weight weight);
+  void clear();
+  /// The packed weight for `key`, packed by `pack` (under the lock) when the stored one was
+  /// built from other tensors.
+  template <typename Pack>
+  std::shared_ptr<const Conv2dInt8Weight> get(const Key& key, const Pack& pack) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!packed_ || key_ != key) {
+      packed_ = std::make_shared<const Conv2dInt8Weight>(pack());
+      key_ = key;
+    }
+    return packed_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::shared_ptr<const Conv2dInt8Weight> packed_;
+  Key key_;
+};
+
+}  // namespace tquant::detail
