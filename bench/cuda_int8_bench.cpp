@@ -12,7 +12,6 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
-#include <cublasLt.h>
 #include <cuda_runtime_api.h>
 #include <torch/torch.h>
 
@@ -86,8 +85,11 @@ void print_header() {
               prop->minor, prop->multiProcessorCount,
               static_cast<double>(prop->totalGlobalMem) / (1 << 30),
               static_cast<double>(prop->l2CacheSize) / (1 << 20));
-  std::printf("torch %d.%d.%d, CUDA runtime %d, driver %d, cuBLASLt %zu\n", TORCH_VERSION_MAJOR,
-              TORCH_VERSION_MINOR, TORCH_VERSION_PATCH, runtime, driver, cublasLtGetVersion());
+  const auto libs = tquant::cuda_library_versions();
+  std::printf("torch %d.%d.%d, CUDA runtime %d, driver %d, cuBLASLt %zu (compiled against %zu) "
+              "from %s\n",
+              TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH, runtime, driver,
+              libs.cublaslt_loaded, libs.cublaslt_compiled, libs.cublaslt_path.c_str());
 }
 
 void bench_gemm(const std::vector<Shape>& shapes, const Options& opt) {

@@ -76,6 +76,38 @@ int pointer_alignment(std::uintptr_t address) {
   return 1;
 }
 
+int operand_alignment(std::uintptr_t address, int64_t batch_stride_bytes, int64_t batch) {
+  const int base = pointer_alignment(address);
+  if (batch <= 1) return base;
+  TORCH_CHECK_VALUE(batch_stride_bytes >= 0, "operand_alignment: expected a batch stride >= 0, "
+                    "got ", batch_stride_bytes);
+  return std::min(base, pointer_alignment(static_cast<std::uintptr_t>(batch_stride_bytes)));
+}
+
+int64_t leading_rows(const at::Tensor& x) {
+  TORCH_CHECK_VALUE(x.dim() >= 1, "leading_rows: expected a tensor of shape [..., K], got a 0-dim "
+                    "tensor");
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);
+  return rows;
+}
+
+std::string cublaslt_version_mismatch(size_t compiled, size_t loaded) {
+  const auto text = [](size_t v) {
+    return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." +
+           std::to_string(v % 100) + " (" + std::to_string(v) + ")";
+  };
+  if (compiled / 10000 != loaded / 10000) {
+    return "the loaded cuBLASLt " + text(loaded) + " has another major version than the " +
+           text(compiled) + " tquant was compiled against";
+  }
+  if (loaded < compiled) {
+    return "the loaded cuBLASLt " + text(loaded) + " is older than the " + text(compiled) +
+           " tquant was compiled against";
+  }
+  return {};
+}
+
 bool Int8GemmKey::operator==(const Int8GemmKey& o) const {
   return device == o.device && m == o.m && n == o.n && k == o.k && batch == o.batch &&
          lda == o.lda && ldb == o.ldb && ldc == o.ldc && stride_a == o.stride_a &&

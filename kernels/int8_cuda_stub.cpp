@@ -23,6 +23,8 @@ namespace {
 bool cuda_int8_built() { return false; }
 bool cuda_int8_available() { return false; }
 size_t detail::int8_gemm_heuristic_queries() { return 0; }
+CudaLibraryVersions cuda_library_versions() { return {}; }
+void check_cublaslt_version() {}  // no cuBLASLt in this build: nothing to check
 
 at::Tensor int8_gemm_cuda(const at::Tensor&, const at::Tensor&) { no_cuda("int8_gemm_cuda"); }
 at::Tensor int8_bmm_cuda(const at::Tensor&, const at::Tensor&) { no_cuda("int8_bmm_cuda"); }

@@ -65,12 +65,18 @@ __global__ void quantize_per_tensor_int8_kernel(const InT* __restrict__ x, int8_
   }
 }
 
-// Max over the block; blockDim.x is a multiple of 32 (per_token_launch_config).
+// max that propagates NaN like at::amax (fmaxf would drop it): NaN if either operand is NaN.
+__device__ __forceinline__ float max_propagate_nan(float a, float b) {
+  return (a > b || isnan(a)) ? a : b;
+}
+
+// Max over the block (NaN if any thread holds NaN); blockDim.x is a multiple of 32
+// (per_token_launch_config).
 __device__ __forceinline__ float block_max(float v) {
   __shared__ float warp_max[32];
 #pragma unroll
   for (int offset = 16; offset > 0; offset /= 2) {
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    v = max_propagate_nan(v, __shfl_xor_sync(0xffffffffu, v, offset));
   }
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
@@ -80,7 +86,7 @@ __device__ __forceinline__ float block_max(float v) {
     v = lane < static_cast<int>(blockDim.x >> 5) ? warp_max[lane] : 0.0f;
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) {
-      v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+      v = max_propagate_nan(v, __shfl_xor_sync(0xffffffffu, v, offset));
     }
     if (lane == 0) warp_max[0] = v;
   }
@@ -101,10 +107,13 @@ __global__ void quantize_per_token_int8_kernel(const InT* __restrict__ x, int8_t
   for (int64_t i = threadIdx.x; i < packs; i += blockDim.x) {
     const auto in = reinterpret_cast<const Pack<InT, VEC>*>(xr)[i];
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) amax = fmaxf(amax, fabsf(to_float(in.v[j])));
+    for (int j = 0; j < VEC; ++j) amax = max_propagate_nan(amax, fabsf(to_float(in.v[j])));
   }
   amax = block_max(amax);
-  const float s = fmaxf(__fdiv_rn(amax, 127.0f), FLT_EPSILON);
+  // As the twin's clamp_min(FLT_EPSILON), which keeps NaN: a row with a NaN gets scale NaN, so the
+  // epilogue makes its whole output row NaN (its codes, -127 from quantize_code, do not matter).
+  const float r = __fdiv_rn(amax, 127.0f);
+  const float s = isnan(r) ? r : fmaxf(r, FLT_EPSILON);
   const float inv = __fdiv_rn(1.0f, s);
   if (threadIdx.x == 0) scale[row] = s;
   for (int64_t i = threadIdx.x; i < packs; i += blockDim.x) {

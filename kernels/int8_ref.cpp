@@ -66,11 +66,12 @@ std::pair<at::Tensor, at::Tensor> quantize_per_token_int8_cuda_ref(const at::Ten
   detail::check_float_activation(x, op, DeviceRule::kAny);
   TORCH_CHECK_VALUE(x.dim() >= 1, op, ": expected x of shape [..., K], got a 0-dim tensor");
   const int64_t K = x.size(-1);
-  auto x2 = x.to(at::kFloat).reshape({-1, K});
+  auto x2 = x.to(at::kFloat).reshape({detail::leading_rows(x), K});
   if (K == 0) {
     return {at::empty(x.sizes(), x.options().dtype(at::kChar)),
             at::full({x2.size(0)}, FLT_EPSILON, x2.options())};
   }
+  // at::amax and clamp_min propagate NaN: a row with a NaN gets scale NaN (so does the kernel).
   auto amax = x2.abs().amax({1});
   auto scale = (amax / scalar_on(127.0f, x)).clamp_min(FLT_EPSILON);
   auto inv = at::reciprocal(scale);
@@ -108,7 +109,7 @@ at::Tensor int8_linear_cuda_ref(const at::Tensor& x, std::optional<double> input
   const int64_t N = w_q.size(0);
   auto out_shape = x.sizes().vec();
   out_shape.back() = N;
-  auto x2 = x.reshape({-1, K});
+  auto x2 = x.reshape({detail::leading_rows(x), K});
   at::Tensor q;
   at::Tensor xs;
   if (input_scale.has_value()) {

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <initializer_list>
 #include <string>
@@ -17,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "cuda_test_util.h"
 #include "tquant/cuda_int8.h"
 #include "tquant/gemm.h"
 
@@ -92,15 +94,6 @@ double tol_of(at::ScalarType t) {
   return tquant::kCudaDequantF32Tol;
 }
 
-#define SKIP_WITHOUT_CUDA_INT8()                                                          \
-  do {                                                                                    \
-    if (!tquant::cuda_int8_available()) {                                                 \
-      GTEST_SKIP() << (tquant::cuda_int8_built()                                          \
-                           ? "no CUDA device visible: the CUDA INT8 kernels cannot run"   \
-                           : "tquant was built without CUDA kernels");                    \
-    }                                                                                     \
-  } while (0)
-
 // ---- plain helpers ------------------------------------------------------------------------------
 
 TEST(CudaInt8Helpers, AvailabilityImpliesBuilt) {
@@ -172,6 +165,69 @@ TEST(CudaInt8Helpers, PointerAlignment) {
   EXPECT_EQ(tquant::detail::pointer_alignment(0x1004), 4);
   EXPECT_EQ(tquant::detail::pointer_alignment(0x1002), 2);
   EXPECT_EQ(tquant::detail::pointer_alignment(0x1001), 1);
+}
+
+TEST(CudaInt8Helpers, OperandAlignmentIncludesTheBatchStride) {
+  using tquant::detail::operand_alignment;
+  EXPECT_EQ(operand_alignment(0x1000, 12, 1), 16);  // one matrix: the stride does not matter
+  EXPECT_EQ(operand_alignment(0x1000, 12, 3), 4);   // batch 1 starts 12 bytes after batch 0
+  EXPECT_EQ(operand_alignment(0x1000, 24, 3), 8);
+  EXPECT_EQ(operand_alignment(0x1000, 64, 3), 16);
+  EXPECT_EQ(operand_alignment(0x1004, 64, 3), 4);   // the base pointer still counts
+  // The int8 B operand of a batched call with M = 3, K = 4 has batch stride n * k = 12 bytes.
+  const auto p = tquant::detail::int8_gemm_problem(3, 8, 4, 5);
+  EXPECT_EQ(operand_alignment(0x1000, p.stride_b, p.batch), 4);
+  EXPECT_EQ(operand_alignment(0x1000, p.stride_c * 4, p.batch), 16);  // int32 C, m % 4 == 0
+}
+
+TEST(CudaInt8Helpers, LeadingRowsIsDefinedForEmptyK) {
+  EXPECT_EQ(tquant::detail::leading_rows(at::empty({2, 3, 0})), 6);
+  EXPECT_EQ(tquant::detail::leading_rows(at::empty({0, 5})), 0);
+  EXPECT_EQ(tquant::detail::leading_rows(at::empty({7})), 1);
+  EXPECT_THROW(tquant::detail::leading_rows(at::ones({})), c10::Error);
+}
+
+TEST(CudaInt8Helpers, CublasLtVersionRule) {
+  using tquant::detail::cublaslt_version_mismatch;
+  EXPECT_EQ(cublaslt_version_mismatch(130100, 130100), "");
+  EXPECT_EQ(cublaslt_version_mismatch(130000, 130203), "");  // newer minor: compatible
+  const auto older = cublaslt_version_mismatch(130100, 130002);
+  EXPECT_NE(older.find("13.0.2 (130002) is older than the 13.1.0 (130100)"), std::string::npos)
+      << older;
+  const auto major = cublaslt_version_mismatch(130100, 120904);
+  EXPECT_NE(major.find("another major version"), std::string::npos) << major;
+  EXPECT_NE(cublaslt_version_mismatch(120904, 130100), "");
+}
+
+// The line scripts/gpu_run.sh reads to tell that the kernels were built and which cuBLASLt and
+// CUDA runtime the process loaded (no GPU needed).
+TEST(CudaInt8Build, LibraryVersions) {
+  const auto v = tquant::cuda_library_versions();
+  std::printf("[tquant] cuda_int8_built=%d cuda_int8_available=%d cublaslt_compiled=%zu "
+              "cublaslt_loaded=%zu cublaslt_path=%s cudart_compiled=%d cudart_loaded=%d "
+              "cudart_path=%s\n",
+              tquant::cuda_int8_built() ? 1 : 0, tquant::cuda_int8_available() ? 1 : 0,
+              v.cublaslt_compiled, v.cublaslt_loaded, v.cublaslt_path.c_str(), v.cudart_compiled,
+              v.cudart_loaded, v.cudart_path.c_str());
+  if (!tquant::cuda_int8_built()) {
+    EXPECT_EQ(v.cublaslt_compiled, 0u);
+    EXPECT_EQ(v.cublaslt_loaded, 0u);
+    EXPECT_NO_THROW(tquant::check_cublaslt_version());
+    return;
+  }
+  EXPECT_GE(v.cublaslt_compiled, 110000u);
+  EXPECT_GE(v.cublaslt_loaded, 110000u);
+  EXPECT_NE(v.cublaslt_path.find("libcublasLt.so"), std::string::npos) << v.cublaslt_path;
+  EXPECT_GT(v.cudart_compiled, 0);
+  EXPECT_NE(v.cudart_path.find("libcudart.so"), std::string::npos) << v.cudart_path;
+  const auto why = tquant::detail::cublaslt_version_mismatch(v.cublaslt_compiled,
+                                                             v.cublaslt_loaded);
+  if (why.empty()) {
+    EXPECT_NO_THROW(tquant::check_cublaslt_version());
+  } else {
+    expect_error([] { tquant::check_cublaslt_version(); }, {"tquant CUDA INT8", "loaded from"});
+    ADD_FAILURE() << why << " (" << v.cublaslt_path << ")";
+  }
 }
 
 TEST(CudaInt8Helpers, CacheKeySeparatesShapesAlignmentsAndDevices) {
@@ -352,6 +408,37 @@ TEST(CudaInt8Ref, DequantizeWithoutBiasAndWithCpuScalarScale) {
   const auto y = tquant::dequantize_int32_cuda_ref(acc, at::full({1}, 0.25f), ws, std::nullopt,
                                                    false, at::kFloat);
   expect_equal(y, acc.to(at::kFloat) * 0.125f, "power-of-two scales are exact");
+}
+
+TEST(CudaInt8Ref, EmptyKGivesEpsilonScalesAndTheBias) {
+  // An empty dot product is 0, so y = bias (exactly: 0 * s_x * s_w + b).
+  const auto [q, s] = tquant::quantize_per_token_int8_cuda_ref(at::zeros({2, 3, 0}));
+  EXPECT_EQ(q.sizes(), (std::vector<int64_t>{2, 3, 0}));
+  EXPECT_TRUE(s.eq(FLT_EPSILON).all().item<bool>());
+  EXPECT_EQ(s.numel(), 6);
+  const auto bias = at::tensor({1.5f, -2.0f, 0.25f, 3.0f});
+  const auto w_q = at::empty({4, 0}, at::kChar);
+  const auto w_s = at::full({4}, 0.01f);
+  for (std::optional<double> scale : {std::optional<double>(0.1), std::optional<double>()}) {
+    const auto y = tquant::int8_linear_cuda_ref(at::zeros({2, 3, 0}), scale, w_q, w_s, bias);
+    expect_equal(y, bias.expand({2, 3, 4}).contiguous(), scale ? "static" : "dynamic");
+  }
+}
+
+TEST(CudaInt8Ref, PerTokenNanGivesANanScaleAndANanOutputRow) {
+  auto x = random_float({4, 16}, 21, at::kFloat);
+  x[2][5] = std::nanf("");
+  const auto [q, s] = tquant::quantize_per_token_int8_cuda_ref(x);
+  EXPECT_TRUE(std::isnan(s[2].item<float>()));
+  const auto [q_rest, s_rest] = tquant::quantize_per_token_int8_cuda_ref(x.index({at::indexing::Slice(0, 2)}));
+  expect_equal(s.narrow(0, 0, 2), s_rest, "rows without NaN keep their scales");
+  expect_equal(q.narrow(0, 0, 2), q_rest, "and their codes");
+  const auto w_q = random_codes({8, 16}, 22).clamp(-127, 127);
+  const auto y = tquant::int8_linear_cuda_ref(x, std::nullopt, w_q, at::full({8}, 0.01f),
+                                              at::zeros({8}));
+  EXPECT_TRUE(y[2].isnan().all().item<bool>()) << y[2];
+  EXPECT_TRUE(y.narrow(0, 0, 2).isfinite().all().item<bool>());
+  EXPECT_TRUE(y[3].isfinite().all().item<bool>());
 }
 
 TEST(CudaInt8Ref, RequantizeMatchesFloat64WithinOneCode) {
@@ -561,7 +648,8 @@ TEST(CudaInt8Kernels, GemmRunsOnTheCurrentStream_CUDA) {
 TEST(CudaInt8Kernels, BmmIsBitExact_CUDA) {
   SKIP_WITHOUT_CUDA_INT8();
   for (auto [B, M, N, K] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>{
-           {1, 3, 4, 5}, {12, 128, 128, 64}, {7, 17, 20, 65}}) {
+           {1, 3, 4, 5}, {12, 128, 128, 64}, {7, 17, 20, 65},
+           {5, 3, 8, 4}}) {  // B's batch stride 3 * 4 = 12 bytes: 4-byte alignment declared
     const auto a = random_codes({B, M, K}, B, kCuda);
     const auto b = random_codes({B, N, K}, B + 1, kCuda);
     expect_equal(tquant::int8_bmm_cuda(a, b), tquant::int8_bmm_cuda_ref(a, b),
@@ -613,9 +701,13 @@ TEST(CudaInt8Kernels, EpiloguesMatchTheirTwins_CUDA) {
                                    " bias=" + std::to_string(with_bias) +
                                    " xs=" + c10::str(xs.sizes()) + xs.device().str();
           for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf}) {
-            expect_close(tquant::dequantize_int32_cuda(acc, xs, ws, b, gelu, dt),
-                         tquant::dequantize_int32_cuda_ref(acc, xs, ws, b, gelu, dt), tol_of(dt),
-                         what + " " + c10::toString(dt));
+            const auto out = tquant::dequantize_int32_cuda(acc, xs, ws, b, gelu, dt);
+            const auto ref = tquant::dequantize_int32_cuda_ref(acc, xs, ws, b, gelu, dt);
+            if (gelu) {
+              expect_close(out, ref, tol_of(dt), what + " " + c10::toString(dt));
+            } else {  // the same float32 operations: bit-identical (cuda_int8.h)
+              expect_equal(out, ref, what + " " + c10::toString(dt));
+            }
           }
           const auto q = tquant::requantize_int32_cuda(acc, xs, ws, b, 0.05, gelu);
           const auto q_ref = tquant::requantize_int32_cuda_ref(acc, xs, ws, b, 0.05, gelu);
@@ -644,12 +736,78 @@ TEST(CudaInt8Kernels, LinearMatchesItsTwin_CUDA) {
           const auto y = tquant::int8_linear_cuda(x, s, w_q, w_s, bias, gelu);
           EXPECT_EQ(y.scalar_type(), dt);
           EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 33, N}));
-          expect_close(y, tquant::int8_linear_cuda_ref(x, s, w_q, w_s, bias, gelu), tol_of(dt),
-                       std::string(s ? "static " : "dynamic ") + c10::toString(dt) +
-                           " K=" + std::to_string(K));
+          const auto ref = tquant::int8_linear_cuda_ref(x, s, w_q, w_s, bias, gelu);
+          const std::string what = std::string(s ? "static " : "dynamic ") + c10::toString(dt) +
+                                   " K=" + std::to_string(K) + " gelu=" + std::to_string(gelu);
+          if (gelu) {
+            expect_close(y, ref, tol_of(dt), what);
+          } else {  // bit-identical codes, scales and epilogue
+            expect_equal(y, ref, what);
+          }
         }
       }
     }
+  }
+}
+
+TEST(CudaInt8Kernels, GemmAtSmallMIsBitExact_CUDA) {
+  // PyTorch's _int_mm refuses M <= 16 and pytorch#107671 saw wrong TN results at m = 17: every
+  // M from 1 to 33, plain and batched (TQUANT_INT8_GEMM_PAD_SMALL_M=1 forces the padded path).
+  SKIP_WITHOUT_CUDA_INT8();
+  for (auto [K, N] : std::vector<std::pair<int64_t, int64_t>>{{64, 48}, {768, 2304}, {65, 20}}) {
+    const auto w = random_codes({N, K}, K + N, kCuda);
+    for (int64_t M = 1; M <= 33; ++M) {
+      const auto x = random_codes({M, K}, M, kCuda);
+      expect_equal(tquant::int8_gemm_cuda(x, w), tquant::int8_gemm_cuda_ref(x, w),
+                   "M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" +
+                       std::to_string(N));
+    }
+  }
+  for (int64_t M : {1, 2, 3, 16, 17, 31, 33}) {
+    const auto a = random_codes({6, M, 32}, M, kCuda);
+    const auto b = random_codes({6, 32, 32}, M + 1, kCuda);
+    expect_equal(tquant::int8_bmm_cuda(a, b), tquant::int8_bmm_cuda_ref(a, b),
+                 "bmm M=" + std::to_string(M));
+  }
+}
+
+TEST(CudaInt8Kernels, PerTokenNanMatchesTheTwin_CUDA) {
+  SKIP_WITHOUT_CUDA_INT8();
+  for (int64_t K : {16, 65, 3072}) {  // vectorized and scalar loads
+    auto x = random_float({5, K}, K, at::kFloat, 3.0, kCuda);
+    x[1][K - 1] = std::nanf("");
+    x[3][0] = std::nanf("");
+    const auto [q, s] = tquant::quantize_per_token_int8_cuda(x);
+    const auto [q_ref, s_ref] = tquant::quantize_per_token_int8_cuda_ref(x);
+    const auto nan_rows = s.isnan().cpu();
+    EXPECT_TRUE(nan_rows.equal(s_ref.isnan().cpu())) << s << s_ref;
+    EXPECT_TRUE(nan_rows.equal(at::tensor({false, true, false, true, false})));
+    for (int64_t row : {0, 2, 4}) {
+      expect_equal(q[row], q_ref[row], "codes of row " + std::to_string(row));
+      expect_equal(s[row], s_ref[row], "scale of row " + std::to_string(row));
+    }
+    const auto w_q = random_codes({8, K}, 3, kCuda).clamp(-127, 127);
+    const auto y = tquant::int8_linear_cuda(x, std::nullopt, w_q, at::full({8}, 0.01f).to(kCuda),
+                                            std::nullopt);
+    EXPECT_TRUE(y[1].isnan().all().item<bool>() && y[3].isnan().all().item<bool>()) << y;
+    EXPECT_TRUE(y[0].isfinite().all().item<bool>() && y[4].isfinite().all().item<bool>());
+  }
+}
+
+TEST(CudaInt8Kernels, EmptyKMatchesTheTwin_CUDA) {
+  SKIP_WITHOUT_CUDA_INT8();
+  const auto x = at::zeros({2, 3, 0}, at::TensorOptions().device(kCuda));
+  const auto w_q = at::empty({4, 0}, at::TensorOptions().dtype(at::kChar).device(kCuda));
+  const auto w_s = at::full({4}, 0.01f).to(kCuda);
+  const auto bias = at::tensor({1.5f, -2.0f, 0.25f, 3.0f}).to(kCuda);
+  expect_equal(tquant::int8_gemm_cuda(x[0].to(at::kChar), w_q),
+               at::zeros({3, 4}, at::kInt), "gemm");
+  const auto [q, s] = tquant::quantize_per_token_int8_cuda(x);
+  expect_equal(s, tquant::quantize_per_token_int8_cuda_ref(x).second, "scales");
+  for (std::optional<double> scale : {std::optional<double>(0.1), std::optional<double>()}) {
+    expect_equal(tquant::int8_linear_cuda(x, scale, w_q, w_s, bias),
+                 tquant::int8_linear_cuda_ref(x, scale, w_q, w_s, bias),
+                 scale ? "static" : "dynamic");
   }
 }
 

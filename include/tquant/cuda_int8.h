@@ -40,6 +40,30 @@ bool cuda_int8_built();
 /// for the architectures named at configure time (default sm_90: H100 / H200).
 bool cuda_int8_available();
 
+/// The cuBLASLt and CUDA runtime that this process uses, next to the ones tquant was compiled
+/// against. Versions as the libraries encode them: cuBLAS major * 10000 + minor * 100 + patch
+/// (13.1.0 -> 130100), CUDA runtime major * 1000 + minor * 10 (13.0 -> 13000). All 0 and paths
+/// empty without CUDA kernels; needs no GPU.
+struct CudaLibraryVersions {
+  /// CUBLAS_VERSION of the cublas_api.h that cublasLt.h included when tquant was compiled
+  /// (cuBLAS 13 defines no separate CUBLASLT_VERSION).
+  size_t cublaslt_compiled = 0;
+  /// cublasLtGetVersion() of the libcublasLt loaded in this process.
+  size_t cublaslt_loaded = 0;
+  /// File the loaded cublasLtGetVersion comes from (dladdr), e.g. .../nvidia/cu13/lib/libcublasLt.so.13.
+  std::string cublaslt_path;
+  /// CUDART_VERSION at compile time, cudaRuntimeGetVersion() now, and the loaded file.
+  int cudart_compiled = 0;
+  int cudart_loaded = 0;
+  std::string cudart_path;
+};
+CudaLibraryVersions cuda_library_versions();
+
+/// Throws a c10::Error naming both versions and the loaded file when the loaded cuBLASLt cannot
+/// serve the code tquant was compiled for (detail::cublaslt_version_mismatch). The CUDA GEMMs run
+/// this check once, on their first call. Does nothing without CUDA kernels.
+void check_cublaslt_version();
+
 /// Largest K the int32 accumulators take without overflow for any int8 input:
 /// 128 * 128 * K < 2^31  (codes from the tquant quantizers lie in [-127, 127]).
 constexpr int64_t kInt8GemmMaxK = 131071;
@@ -52,6 +76,14 @@ constexpr int64_t kInt8GemmDimMultiple = 4;
 /// what cuBLAS recommends on Hopper.
 constexpr size_t kCublasLtWorkspaceBytes = size_t{32} << 20;
 
+/// Small-M fallback: when cuBLASLt has no int8 kernel for a problem (the heuristic finds none and
+/// the default algorithm without workspace is NOT_SUPPORTED too), M is zero-padded to this many
+/// rows, the padded product is computed and its first M rows are kept (PyTorch's _int_mm refuses
+/// M <= 16 for the same reason). Setting TQUANT_INT8_GEMM_PAD_SMALL_M=1 in the environment pads
+/// every M below it up front (a workaround to try if small-M results are ever wrong,
+/// pytorch#107671).
+constexpr int64_t kInt8GemmPaddedM = 32;
+
 /// y_int32[M, N] = x_q[M, K] * w_q[N, K]^T, exact int32 accumulators (no rounding, no
 /// saturation while K <= kInt8GemmMaxK).
 ///   x_q: int8 [M, K] (activations, row-major), w_q: int8 [N, K] (weight, row-major), same GPU.
@@ -60,10 +92,13 @@ constexpr size_t kCublasLtWorkspaceBytes = size_t{32} << 20;
 /// CUDA_R_32I, alpha = 1, beta = 0.
 /// - N must be a multiple of 4 (pad the weight's rows once when you prepare it).
 /// - K that is not a multiple of 4 is zero-padded on every call (copies of both operands: slow;
-///   prepare weights with K padded instead).
+///   prepare weights with K padded instead; a one-time warning says so).
 /// - M is free. Non-contiguous or less than 4-byte-aligned operands are copied first.
 /// The cuBLASLt algorithm is chosen once per (device, shape, alignment) by the heuristic and
-/// cached; the stream is the current one (at::cuda::getCurrentCUDAStream()).
+/// cached; if there is none, or cuBLASLt answers NOT_SUPPORTED, the call is retried with the
+/// default algorithm and no workspace, then with M padded to kInt8GemmPaddedM (the choice is
+/// cached too, and a one-time warning names the slow path). The stream is the current one
+/// (at::cuda::getCurrentCUDAStream()).
 /// Example:  auto acc = tquant::int8_gemm_cuda(x_q, w_q);   // int32 [M, N]
 at::Tensor int8_gemm_cuda(const at::Tensor& x_q, const at::Tensor& w_q);
 
@@ -79,10 +114,13 @@ at::Tensor int8_bmm_cuda(const at::Tensor& a_q, const at::Tensor& b_q);
 /// Example:  auto q = tquant::quantize_per_tensor_int8_cuda(x, 0.02);
 at::Tensor quantize_per_tensor_int8_cuda(const at::Tensor& x, double scale);
 
-/// Dynamic per-token quantization, x [..., K] viewed as M = numel / K rows; one block per row
-/// computes the row's amax and quantizes it in the same kernel:
+/// Dynamic per-token quantization, x [..., K] viewed as M = product of the leading dims rows; one
+/// block per row computes the row's amax and quantizes it in the same kernel:
 ///   scale[m] = max(amax_k |x[m, k]| / 127, FLT_EPSILON)   (float32 division)
 ///   q[m, k]  = clamp(round_half_even(x[m, k] * (1 / scale[m])), -127, 127)
+/// NaN propagates: a row holding a NaN gets scale NaN (as at::amax and clamp_min do in the twin),
+/// so every output of that row after the epilogue is NaN; the codes of such a row are
+/// unspecified. K = 0 gives scale FLT_EPSILON.
 /// Returns {q int8, same shape as x; scale float32 [M]}.
 /// Example:  auto [q, s] = tquant::quantize_per_token_int8_cuda(x);
 std::pair<at::Tensor, at::Tensor> quantize_per_token_int8_cuda(const at::Tensor& x);
@@ -124,8 +162,8 @@ at::Tensor int8_bmm_cuda_ref(const at::Tensor& a_q, const at::Tensor& b_q);
 /// Bit-exact twins of the quantizers (same float32 operations in the same order).
 at::Tensor quantize_per_tensor_int8_cuda_ref(const at::Tensor& x, double scale);
 std::pair<at::Tensor, at::Tensor> quantize_per_token_int8_cuda_ref(const at::Tensor& x);
-/// Same float32 operations in the same order as the kernels; GELU is ATen's (erf), whose float32
-/// erf may differ from CUDA's erff by a few ulps.
+/// Same float32 operations in the same order as the kernels (bit-identical without GELU); GELU is
+/// ATen's (erf), whose float32 erf may differ from CUDA's erff by a few ulps.
 at::Tensor dequantize_int32_cuda_ref(const at::Tensor& acc, const at::Tensor& x_scale,
                                      const at::Tensor& w_scale,
                                      const std::optional<at::Tensor>& bias, bool gelu,
@@ -138,7 +176,10 @@ at::Tensor int8_linear_cuda_ref(const at::Tensor& x, std::optional<double> input
                                 const at::Tensor& w_q, const at::Tensor& w_scale,
                                 const std::optional<at::Tensor>& bias, bool gelu = false);
 
-/// Tolerances between a kernel and its twin, as |out - ref| <= tol * (|ref| + max|ref| / 1024):
+/// Without GELU the epilogues (and int8_linear_cuda) equal their twins bit for bit in every
+/// output dtype: the same float32 multiplications and addition, each rounded once, then the same
+/// round-to-nearest-even cast. With GELU they agree within these tolerances, as
+/// |out - ref| <= tol * (|ref| + max|ref| / 1024):
 /// float32 output: a few ulps (erff vs ATen's erf, possible FMA contraction in erff);
 /// bfloat16 / float16 output: one ulp of the output format (both round a float32 that may
 /// differ in its last bits), i.e. 2^-7 and 2^-10 relative.
@@ -173,6 +214,19 @@ std::string regular_ordering_violation(const CublasLtInt8Problem& p);
 
 /// Largest of 16, 8, 4, 2, 1 that divides the address (cuBLASLt's alignment preference).
 int pointer_alignment(std::uintptr_t address);
+
+/// Alignment to declare for an operand of a (batched) call: the base pointer's, and for batch > 1
+/// also that of the batch stride in bytes (every batch's matrix starts at base + i * stride).
+int operand_alignment(std::uintptr_t address, int64_t batch_stride_bytes, int64_t batch);
+
+/// Rows of x [..., K] seen as a matrix: the product of all dimensions but the last (1 for 1-d x).
+/// Unlike reshape({-1, K}) it is defined for K = 0.
+int64_t leading_rows(const at::Tensor& x);
+
+/// Empty when a cuBLASLt of version `loaded` can run code compiled against version `compiled`
+/// (same major version, loaded >= compiled: cuBLAS keeps backward compatibility within a major
+/// version, not forward), otherwise why not. Versions as in CudaLibraryVersions.
+std::string cublaslt_version_mismatch(size_t compiled, size_t loaded);
 
 /// Key of the heuristic cache: the algorithm depends on the device, the problem, the types and
 /// the operand alignments.
@@ -214,6 +268,11 @@ class KeyedCache {
   size_t computed() const {
     std::lock_guard<std::mutex> lock(mutex_);
     return computed_;
+  }
+  /// Replaces the value of `key` (a cached algorithm that turned out to be unsupported).
+  void put(const Int8GemmKey& key, Value value) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    map_.insert_or_assign(key, std::move(value));
   }
   void clear() {
     std::lock_guard<std::mutex> lock(mutex_);

@@ -203,6 +203,13 @@ void QuantLinearImpl::install_converted(const std::string& scheme, at::Tensor co
   input_scale = static_input_scale.defined()
                     ? detail::set_buffer(*this, "input_scale", std::move(static_input_scale))
                     : at::Tensor();
+  // Read once here (convert; make_converted before a load), not by .item() in every forward;
+  // a load's copy_ into the buffer is picked up by the version check of HostScalar::get.
+  if (input_scale.defined()) {
+    input_scale_host_.set(input_scale);
+  } else {
+    input_scale_host_.reset();
+  }
   mode_ = QuantMode::kConverted;
   converted_scheme_ = scheme;
   packed_ = Int8Weight();
@@ -227,15 +234,24 @@ at::Tensor QuantLinearImpl::converted_forward(const at::Tensor& input) {
   }
   torch::NoGradGuard no_grad;
   const std::optional<double> static_scale =
-      converted_scheme_ == "int8_static" ? std::optional<double>(input_scale.item<double>())
-                                         : std::nullopt;
+      converted_scheme_ == "int8_static"
+          ? std::optional<double>(input_scale_host_.get(input_scale))
+          : std::nullopt;
   if (input.is_cuda()) {
     const std::optional<at::Tensor> b = bias.defined() ? std::optional<at::Tensor>(bias)
                                                        : std::nullopt;
-    // cuBLASLt's int8 GEMM needs N % 4 == 0; other widths take the exact ATen reference.
-    return options.out_features() % 4 == 0
-               ? int8_linear_cuda(input, static_scale, weight_int8, weight_scale, b)
-               : int8_linear_cuda_ref(input, static_scale, weight_int8, weight_scale, b);
+    // The fused kernels need a build with them and N % 4 == 0 (cuBLASLt's int8 regular
+    // ordering); otherwise the exact ATen reference twin runs on the GPU.
+    const bool built = cuda_int8_built();
+    if (built && options.out_features() % kInt8GemmDimMultiple == 0) {
+      return int8_linear_cuda(input, static_scale, weight_int8, weight_scale, b);
+    }
+    TORCH_WARN_ONCE(module_name(options), ": converted '", converted_scheme_, "' on CUDA runs "
+                    "the ATen reference int8_linear_cuda_ref (slow) because ",
+                    built ? "out_features is not a multiple of 4"
+                          : "tquant was built without CUDA kernels",
+                    " (warned once)");
+    return int8_linear_cuda_ref(input, static_scale, weight_int8, weight_scale, b);
   }
   TORCH_CHECK_NOT_IMPLEMENTED(input.is_cpu(), module_name(options), ": converted '",
                               converted_scheme_, "' runs on CPU and CUDA tensors, got a ",

@@ -11,6 +11,7 @@
 
 #include "tquant/fake_quantize.h"
 #include "tquant/gemm.h"
+#include "tquant/nn/host_scalar.h"
 #include "tquant/nn/quant_mode.h"
 #include "tquant/nn/quantizable.h"
 #include "tquant/qconfig.h"
@@ -36,12 +37,16 @@ class QuantLinear;
 ///   kConverted: after convert(): the weight is stored as int8 codes "weight_int8" [out, in]
 ///               with float32 scales "weight_scale" (the float "weight" parameter is removed
 ///               and the quantizers are unregistered), and forward runs
-///                 "int8_static":  int8_linear_static with the calibrated "input_scale";
+///                 "int8_static":  int8_linear_static with the calibrated "input_scale" (read
+///                                 into a host copy at convert / load, never per forward);
 ///                 "int8_dynamic": int8_linear_dynamic (per-token scales at run time);
 ///                 "weight_only":  F::linear(x, codes * scale, bias) (memory saving only; int4
 ///                                 per-block weights give "weight_only:block=B").
 ///               The result equals the kFakeQuant result up to float32 rounding of the GEMM
 ///               epilogue (the integer codes are the very ones fake quantization rounds to).
+///               On a CUDA tensor the INT8 schemes run int8_linear_cuda (tquant/cuda_int8.h)
+///               when the CUDA kernels were built and out_features % 4 == 0, otherwise its
+///               exact ATen twin int8_linear_cuda_ref on the GPU (slow; warned once).
 ///
 /// set_qconfig registers the quantizers as children "input_quantizer" (absent for weight-only
 /// configs) and "weight_quantizer", so named_modules(), to(device), serialization and clone()
@@ -135,6 +140,8 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   Int8Weight packed_;
   const void* packed_codes_ = nullptr;
   int64_t packed_version_ = -1;
+  /// Host copy of input_scale (int8_static), so forward never syncs with the GPU to read it.
+  detail::HostScalar input_scale_host_;
 };
 TORCH_MODULE(QuantLinear);
 
