@@ -148,13 +148,15 @@ bert::BertModel make_int8(const bert::BertConfig& config, const Options& o) {
   const size_t count = static_cast<size_t>(
       (o.calibration_reviews + o.calibration_batch - 1) / o.calibration_batch);
   if (batches.size() > count) batches.resize(count);
-  const tquant::CalibrationReport calibration = tquant::calibrate(*model, [&] {
-    torch::NoGradGuard no_grad;
-    for (const auto& indices : batches) {
-      const bert::DemoBatch batch = bert::make_batch(train, indices);
-      model->forward(batch.input_ids, batch.token_type_ids, batch.attention_mask);
-    }
-  });
+  const tquant::CalibrationReport calibration =
+      tquant::calibrate(*model, [&](tquant::CalibrationProgress& progress) {
+        torch::NoGradGuard no_grad;
+        for (const auto& indices : batches) {
+          const bert::DemoBatch batch = bert::make_batch(train, indices);
+          model->forward(batch.input_ids, batch.token_type_ids, batch.attention_mask);
+          progress.step();
+        }
+      });
   say("calibrated on " + std::to_string(calibration.batches) + " batches of " +
       std::to_string(o.calibration_batch) + " training reviews; calibrator " + o.calibrator);
   tquant::set_calibration_method(*model, tquant::calibration_method_from_string(o.calibrator));
