@@ -18,6 +18,7 @@
 #include "tquant/nn/quant_embedding.h"
 #include "tquant/nn/quant_linear.h"
 #include "tquant/nn/quantizable.h"
+#include "error_context.h"
 #include "module_walk.h"
 
 namespace tquant {
@@ -35,53 +36,9 @@ std::string join(const std::string& prefix, const std::string& key) {
 
 std::string display_name(const std::string& name) { return name.empty() ? "<root>" : name; }
 
-/// A plain torch module type with a tquant twin. `make` builds the twin (weights copied) as an
-/// AnyModule, which Sequential needs; nullptr when prepare cannot build it yet.
-struct TwinRule {
-  const char* torch_type;
-  const char* twin_type;
-  bool (*matches)(const nn::Module&);
-  nn::AnyModule (*make)(const std::shared_ptr<nn::Module>&);
-};
-
-// Add the other twins here once they have a from_float (QuantConv2d, QuantEmbedding).
-const std::vector<TwinRule>& twin_rules() {
-  static const std::vector<TwinRule> rules = {
-      {"torch::nn::Linear", "QuantLinear",
-       [](const nn::Module& m) { return dynamic_cast<const nn::LinearImpl*>(&m) != nullptr; },
-       [](const std::shared_ptr<nn::Module>& m) {
-         auto linear = std::dynamic_pointer_cast<nn::LinearImpl>(m);
-         return nn::AnyModule(QuantLinearImpl::from_float(nn::Linear(linear)).ptr());
-       }},
-      {"torch::nn::Conv2d", "QuantConv2d",
-       [](const nn::Module& m) { return dynamic_cast<const nn::Conv2dImpl*>(&m) != nullptr; },
-       [](const std::shared_ptr<nn::Module>& m) {
-         auto conv = std::dynamic_pointer_cast<nn::Conv2dImpl>(m);
-         return nn::AnyModule(QuantConv2dImpl::from_float(nn::Conv2d(conv)).ptr());
-       }},
-      {"torch::nn::Embedding", "QuantEmbedding",
-       [](const nn::Module& m) { return dynamic_cast<const nn::EmbeddingImpl*>(&m) != nullptr; },
-       [](const std::shared_ptr<nn::Module>& m) {
-         auto embedding = std::dynamic_pointer_cast<nn::EmbeddingImpl>(m);
-         return nn::AnyModule(QuantEmbeddingImpl::from_float(nn::Embedding(embedding)).ptr());
-       }},
-  };
-  return rules;
-}
-
-const TwinRule* twin_rule_for(const nn::Module& module) {
-  if (dynamic_cast<const Quantizable*>(&module) != nullptr) return nullptr;
-  for (const auto& rule : twin_rules()) {
-    if (rule.matches(module)) return &rule;
-  }
-  return nullptr;
-}
-
-bool is_container(const nn::Module& module) {
-  return dynamic_cast<const nn::SequentialImpl*>(&module) != nullptr ||
-         dynamic_cast<const nn::ModuleListImpl*>(&module) != nullptr ||
-         dynamic_cast<const nn::ModuleDictImpl*>(&module) != nullptr;
-}
+using detail::is_container;
+using detail::twin_rule_for;
+using detail::TwinRule;
 
 std::string scheme_of(nn::Module& module) {
   std::string scheme;
@@ -139,8 +96,10 @@ class PrepareWalk {
       report_.left_float.push_back(unselected(name, quantizable.quant_type_name(), match));
       return;
     }
-    quantizable.set_qconfig(*match.qconfig);
-    quantizable.set_mode(mode_);
+    detail::named_errors(display_name(name), [&] {
+      quantizable.set_qconfig(*match.qconfig);
+      quantizable.set_mode(mode_);
+    });
     report_.quantized.push_back({name, quantizable.quant_type_name(), mode_, scheme_of(module),
                                  rule_text(match)});
   }
@@ -230,24 +189,20 @@ class PrepareWalk {
          "entry of " + display_name(container_name) + " missing from its module registry"});
   }
 
-  /// One entry of a container: replaces it by its twin (`store` puts the twin into the
-  /// container's own list; the registry is updated here) or descends into it.
-  template <typename Store>
+  /// One entry of a container: replaces it by its twin (in the container's own list and its
+  /// registry) or descends into it.
   void visit_entry(nn::Module& container, const std::string& name, const std::string& key,
-                   std::shared_ptr<nn::Module> child, Store store) {
+                   std::shared_ptr<nn::Module> child) {
     bool descend = false;
     const std::string child_name = join(name, key);
     const std::string from = torch_type_name(*child);
     // Owners: the container's own list, its registry, and `child`.
     nn::AnyModule twin = consider(child, child_name, 3, &descend);
     if (!twin.is_empty()) {
+      const nn::Module* old = child.get();
       child.reset();
       std::shared_ptr<nn::Module> twin_ptr = twin.ptr();
-      store(std::move(twin));
-      if (container.named_children().contains(key) &&
-          container.named_children()[key].get() != twin_ptr.get()) {
-        container.replace_module(key, twin_ptr);
-      }
+      detail::replace_container_entry(container, key, old, std::move(twin));
       replaced(child_name, from, *twin_ptr);
     } else if (descend) {
       visit(*child, child_name, /*in_container=*/true);
@@ -255,38 +210,22 @@ class PrepareWalk {
   }
 
   void visit_container(nn::Module& container, const std::string& name) {
+    std::vector<std::shared_ptr<nn::Module>> entries;
     if (auto* sequential = dynamic_cast<nn::SequentialImpl*>(&container)) {
-      for (size_t i = 0; i < sequential->size(); ++i) {
-        std::shared_ptr<nn::Module> child = sequential->ptr(i);
-        const std::string key = key_of(container, child.get());
-        if (key.empty()) {
-          not_in_registry(name, *child);
-          continue;
-        }
-        visit_entry(container, name, key, std::move(child), [&](nn::AnyModule twin) {
-          *(sequential->begin() + static_cast<std::ptrdiff_t>(i)) = std::move(twin);
-        });
-      }
+      for (size_t i = 0; i < sequential->size(); ++i) entries.push_back(sequential->ptr(i));
     } else if (auto* list = dynamic_cast<nn::ModuleListImpl*>(&container)) {
-      for (size_t i = 0; i < list->size(); ++i) {
-        std::shared_ptr<nn::Module> child = list->ptr(i);
-        const std::string key = key_of(container, child.get());
-        if (key.empty()) {
-          not_in_registry(name, *child);
-          continue;
-        }
-        visit_entry(container, name, key, std::move(child), [&](nn::AnyModule twin) {
-          *(list->begin() + static_cast<std::ptrdiff_t>(i)) = twin.ptr();
-        });
-      }
+      for (size_t i = 0; i < list->size(); ++i) entries.push_back(list->ptr(i));
     } else if (auto* dict = dynamic_cast<nn::ModuleDictImpl*>(&container)) {
-      for (const std::string& key : dict->keys()) {
-        // update() overwrites the key in the dict and in the registry.
-        visit_entry(container, name, key, (*dict)[key], [&](nn::AnyModule twin) {
-          dict->update(std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>>{
-              {key, twin.ptr()}});
-        });
+      for (const std::string& key : dict->keys()) entries.push_back((*dict)[key]);
+    }
+    for (auto& entry : entries) {
+      std::shared_ptr<nn::Module> child = std::move(entry);
+      const std::string key = key_of(container, child.get());
+      if (key.empty()) {
+        not_in_registry(name, *child);
+        continue;
       }
+      visit_entry(container, name, key, std::move(child));
     }
   }
 
@@ -300,6 +239,7 @@ PrepareReport prepare_with_mode(torch::nn::Module& model, const QConfigMapping& 
                                 QuantMode mode) {
   PrepareWalk walk(mapping, mode);
   walk.visit(model, "", /*in_container=*/false);
+  detail::name_quantizers(model);
   return walk.take_report();
 }
 
@@ -377,6 +317,7 @@ CalibrationReport calibrate(torch::nn::Module& model,
   TORCH_CHECK_VALUE(any_prepared, "calibrate: expected a prepared model (tquant modules with a "
                     "QConfig), got none; call tquant::prepare first");
 
+  detail::name_quantizers(model);  // observer errors in the loop name their quantizer
   CalibrationProgress progress(std::move(on_step));
   forward_loop(progress);
   report.batches = progress.batches();
@@ -410,12 +351,14 @@ int64_t set_quantizers_enabled(torch::nn::Module& model, const std::string& patt
   for (auto& [name, module] : quantizable_modules(model)) {
     Quantizable& quantizable = *as_quantizable(*module);
     if (!quantizable.qconfig() || !module_name_or_ancestor_matches(pattern, name)) continue;
-    if (!enabled) {
-      quantizable.set_mode(QuantMode::kFloat);
-    } else {
-      quantizable.set_mode(all_quantizers_have_data(*module) ? QuantMode::kFakeQuant
-                                                             : QuantMode::kObserve);
-    }
+    detail::named_errors(display_name(name), [&] {
+      if (!enabled) {
+        quantizable.set_mode(QuantMode::kFloat);
+      } else {
+        quantizable.set_mode(all_quantizers_have_data(*module) ? QuantMode::kFakeQuant
+                                                               : QuantMode::kObserve);
+      }
+    });
     ++switched;
   }
   TORCH_CHECK_VALUE(switched > 0, "set_quantizers_enabled: expected pattern '", pattern,
@@ -443,6 +386,39 @@ int64_t set_calibration_method(torch::nn::Module& model, CalibrationMethod metho
   TORCH_CHECK_VALUE(switched > 0, "set_calibration_method: expected quantizers with a "
                     "HistogramObserver (e.g. from int8_static_qconfig), got none in the model");
   return switched;
+}
+
+int64_t freeze_observers(torch::nn::Module& model) {
+  int64_t frozen = 0;
+  for (const auto& [name, quantizer] : quantizers_of(model)) {
+    TORCH_CHECK_VALUE(!quantizer->fake_quant_enabled() || quantizer->options.dynamic() ||
+                          quantizer->qparams().defined(),
+                      "freeze_observers: ", name, " has no scale yet (its observer saw no "
+                      "data); run a training step that reaches it (or tquant::calibrate) "
+                      "before freezing, or switch its module off with set_quantizers_enabled");
+    quantizer->enable_observer(false);
+    ++frozen;
+  }
+  TORCH_CHECK_VALUE(frozen > 0, "freeze_observers: expected a prepared model (tquant modules "
+                    "with quantizers), got none; call tquant::prepare_qat or tquant::prepare "
+                    "first");
+  detail::name_quantizers(model);
+  return frozen;
+}
+
+int64_t enable_observers(torch::nn::Module& model) {
+  int64_t enabled = 0;
+  for (auto& [name, module] : quantizable_modules(model)) {
+    if (as_quantizable(*module)->mode() != QuantMode::kFakeQuant) continue;
+    for (auto& [quantizer_name, quantizer] : quantizers_of(*module)) {
+      quantizer->enable_observer(true);
+      ++enabled;
+    }
+  }
+  TORCH_CHECK_VALUE(enabled > 0, "enable_observers: expected tquant modules in fake-quant mode "
+                    "(after prepare_qat, or prepare and calibrate), got none");
+  detail::name_quantizers(model);
+  return enabled;
 }
 
 }  // namespace tquant

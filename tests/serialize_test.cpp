@@ -1,11 +1,15 @@
 #include <gtest/gtest.h>
 
+#include "tquant/nn/quant_conv2d.h"
 #include "tquant/nn/quant_linear.h"
+#include "tquant/nn/quantizable.h"
+#include "tquant/quantize.h"
 #include "tquant/safetensors.h"
 #include "tquant/serialize.h"
 
 #include <fstream>
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 using namespace tquant;
@@ -116,28 +120,11 @@ TEST(Serialize, OtherStructureIsRejectedAndModelUnchanged) {
     load_state(*other, path);
     FAIL() << "expected an error";
   } catch (const c10::ValueError& e) {
-    // Names are checked in sorted order: fc1.bias is the first mismatch.
-    EXPECT_NE(std::string(e.what()).find("'fc1.bias' expected shape [12]"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("'fc1.bias' (model Float [12], file Float [16])"),
+              std::string::npos)
         << e.what();
   }
   EXPECT_TRUE(same_state(before, snapshot(*other)));
-}
-
-TEST(Serialize, UnpreparedModelIsToldWhatIsMissing) {
-  auto saved = calibrated_model(8);
-  const auto path = temp_path("unprepared.safetensors");
-  save_state(*saved, path);
-  torch::manual_seed(9);
-  TwoLayer plain(8, 16, 3);  // no quantizers
-  const auto before = snapshot(*plain);
-  try {
-    load_state(*plain, path);
-    FAIL() << "expected an error";
-  } catch (const c10::ValueError& e) {
-    EXPECT_NE(std::string(e.what()).find("quantizer"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("prepared"), std::string::npos) << e.what();
-  }
-  EXPECT_TRUE(same_state(before, snapshot(*plain)));
 }
 
 TEST(Serialize, TruncatedAndForeignFilesAreRejected) {
@@ -225,4 +212,203 @@ TEST(Serialize, ConvertedFileIntoOtherStructureFailsAndLeavesModelUnchanged) {
   EXPECT_TRUE(same_state(snapshot(*other), before));
   EXPECT_EQ(other->fc1->mode(), QuantMode::kFloat);
   EXPECT_TRUE(other->fc1->weight.defined());
+}
+
+namespace {
+
+namespace nn = torch::nn;
+
+/// The patterns docs/api.md recommends, mixed: member-field tquant modules, plain torch
+/// modules inside Sequential / ModuleList / ModuleDict (prepare swaps them for twins), a
+/// QuantConv2d (convert keeps it in fake-quant unless it has an integer kernel).
+struct MixedImpl : nn::Module {
+  explicit MixedImpl(int64_t hidden = 16) {
+    conv = register_module("conv", QuantConv2d(nn::Conv2dOptions(2, 4, 3).padding(1)));
+    convs = register_module("convs", nn::Sequential(nn::Conv2d(nn::Conv2dOptions(4, 4, 1)),
+                                                    nn::ReLU()));
+    head = register_module("head", nn::Sequential(nn::Linear(4 * 5 * 5, hidden), nn::ReLU(),
+                                                  nn::Linear(hidden, 8)));
+    list = register_module("list", nn::ModuleList(nn::Linear(8, 8)));
+    dict = register_module(
+        "dict", nn::ModuleDict(torch::OrderedDict<std::string, std::shared_ptr<nn::Module>>{
+                    {"out", nn::Linear(8, 5).ptr()}}));
+    fc = register_module("fc", QuantLinear(5, 3));
+  }
+  /// A container entry: the torch Linear, or the QuantLinear that replaced it.
+  static at::Tensor linear(const std::shared_ptr<nn::Module>& module, const at::Tensor& x) {
+    if (auto twin = std::dynamic_pointer_cast<QuantLinearImpl>(module)) return twin->forward(x);
+    return std::dynamic_pointer_cast<nn::LinearImpl>(module)->forward(x);
+  }
+  at::Tensor forward(at::Tensor x) {
+    x = convs->forward(conv(x)).flatten(1);
+    x = head->forward(x);
+    x = torch::relu(linear(list->ptr(0), x));
+    return fc(linear((*dict)["out"], x));
+  }
+  QuantConv2d conv{nullptr};
+  QuantLinear fc{nullptr};
+  nn::Sequential convs{nullptr}, head{nullptr};
+  nn::ModuleList list{nullptr};
+  nn::ModuleDict dict{nullptr};
+};
+TORCH_MODULE(Mixed);
+
+/// name -> "type mode scheme" of every tquant module.
+std::map<std::string, std::string> tquant_modules(nn::Module& model) {
+  std::map<std::string, std::string> result;
+  for (const auto& item : model.named_modules()) {
+    if (auto* q = as_quantizable(*item.value())) {
+      result[item.key()] =
+          q->quant_type_name() + " " + to_string(q->mode()) + " " + q->converted_scheme();
+    }
+  }
+  return result;
+}
+
+/// A Mixed model prepared by prepare() with the static preset and calibrated; converted when
+/// `converted`.
+Mixed calibrated_mixed(int64_t seed, bool converted) {
+  torch::manual_seed(seed);
+  Mixed model;
+  prepare(*model, QConfigMapping(int8_static_qconfig()));
+  torch::NoGradGuard no_grad;
+  calibrate(*model, [&] {
+    for (int i = 0; i < 3; ++i) model(torch::randn({4, 2, 5, 5}));
+  });
+  if (converted) convert(*model);
+  return model;
+}
+
+}  // namespace
+
+TEST(Serialize, FileLoadsIntoFreshFloatModelWithTorchModulesInContainers) {
+  for (const bool converted : {false, true}) {
+    SCOPED_TRACE(converted ? "converted" : "calibrated (fake-quant)");
+    Mixed saved = calibrated_mixed(31, converted);
+    const std::string path = temp_path(converted ? "mixed_int8.safetensors"
+                                                 : "mixed_calibrated.safetensors");
+    save_state(*saved, path);
+
+    torch::manual_seed(32);  // other float weights: everything must come from the file
+    Mixed fresh;             // float, no prepare: torch Linear / Conv2d in its containers
+    load_state(*fresh, path);
+    EXPECT_EQ(tquant_modules(*fresh), tquant_modules(*saved));
+    EXPECT_NE(std::dynamic_pointer_cast<QuantConv2dImpl>(fresh->convs->ptr(0)), nullptr);
+    EXPECT_NE(std::dynamic_pointer_cast<QuantLinearImpl>((*fresh->dict)["out"]), nullptr);
+    EXPECT_NE(fresh->conv->mode(), QuantMode::kFloat);
+    EXPECT_TRUE(same_state(snapshot(*fresh), snapshot(*saved)));
+    torch::NoGradGuard no_grad;
+    const auto x = torch::randn({3, 2, 5, 5});
+    EXPECT_TRUE(torch::equal(fresh(x), saved(x)));
+  }
+}
+
+TEST(Serialize, CalibratedFileLoadsIntoUnpreparedModel) {
+  auto saved = calibrated_model(8);
+  const auto path = temp_path("unprepared.safetensors");
+  save_state(*saved, path);
+  torch::manual_seed(9);
+  TwoLayer plain(8, 16, 3);  // no quantizers: they are rebuilt from the file's recipes
+  load_state(*plain, path);
+  EXPECT_EQ(plain->fc1->mode(), QuantMode::kFakeQuant);
+  EXPECT_TRUE(same_state(snapshot(*plain), snapshot(*saved)));
+  const auto x = torch::randn({5, 8});
+  EXPECT_TRUE(torch::equal(saved(x), plain(x)));
+}
+
+TEST(Serialize, FileWithoutQuantizerRecipesAsksForPrepare) {
+  auto saved = calibrated_model(12);
+  const auto path = temp_path("with_recipes.safetensors");
+  save_state(*saved, path);
+  auto file = read_safetensors(path);
+  auto modules = nlohmann::json::parse(file.metadata.at("tquant.modules"));
+  for (auto& [name, entry] : modules.items()) entry.erase("quantizers");
+  file.metadata["tquant.modules"] = modules.dump();
+  const auto old_style = temp_path("without_recipes.safetensors");
+  write_safetensors(old_style, file.tensors, file.metadata);
+
+  TwoLayer plain(8, 16, 3);
+  const auto before = snapshot(*plain);
+  try {
+    load_state(*plain, old_style);
+    FAIL() << "expected an error";
+  } catch (const c10::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("module 'fc1' is in fake_quant mode in the file but has "
+                                         "no quantizers in the model"),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("prepare the model like the saved one"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(same_state(before, snapshot(*plain)));
+  auto prepared = fresh_prepared_model(13);  // prepared: loads as before
+  load_state(*prepared, old_style);
+  const auto x = torch::randn({5, 8});
+  EXPECT_TRUE(torch::equal(saved(x), prepared(x)));
+}
+
+namespace {
+
+struct PlainTwoLayerImpl : nn::Module {
+  PlainTwoLayerImpl()
+      : fc1(register_module("fc1", nn::Linear(8, 16))),
+        fc2(register_module("fc2", nn::Linear(16, 3))) {}
+  nn::Linear fc1, fc2;
+};
+TORCH_MODULE(PlainTwoLayer);
+
+/// fc1 narrower than TwoLayer's, fc3 where TwoLayer has fc2.
+struct OtherLayersImpl : nn::Module {
+  OtherLayersImpl()
+      : fc1(register_module("fc1", QuantLinear(8, 12))),
+        fc3(register_module("fc3", QuantLinear(12, 3))) {}
+  QuantLinear fc1, fc3;
+};
+TORCH_MODULE(OtherLayers);
+
+}  // namespace
+
+TEST(Serialize, PlainTorchLinearInMemberFieldIsNamedWithTheFix) {
+  auto saved = calibrated_model(14);
+  const auto path = temp_path("member_field.safetensors");
+  save_state(*saved, path);
+  PlainTwoLayer plain;
+  const auto before = snapshot(*plain);
+  try {
+    load_state(*plain, path);
+    FAIL() << "expected an error";
+  } catch (const c10::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("module 'fc1' is a plain torch::nn::Linear held in a "
+                                         "member field"),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("declare the field as tquant::QuantLinear"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(same_state(before, snapshot(*plain)));
+}
+
+TEST(Serialize, StructureMismatchListsWhatDiffers) {
+  auto saved = calibrated_model(15);
+  const auto path = temp_path("mismatch.safetensors");
+  save_state(*saved, path);
+  OtherLayers other;
+  const auto before = snapshot(*other);
+  try {
+    load_state(*other, path);
+    FAIL() << "expected an error";
+  } catch (const c10::ValueError& e) {
+    const std::string message = e.what();
+    for (const char* part :
+         {"the file does not fit the model", "'fc3' (QuantLinear) is not in the file",
+          "'fc2' (QuantLinear in the file) is not in the model",
+          "model tensor(s) not in the file: 'fc3.bias'", "file tensor(s) not in the model: ",
+          "'fc2.bias'", "'fc1.bias' (model Float [12], file Float [16])"}) {
+      EXPECT_NE(message.find(part), std::string::npos) << part << "\n" << message;
+    }
+  }
+  EXPECT_TRUE(same_state(before, snapshot(*other)));
+  EXPECT_EQ(other->fc1->mode(), QuantMode::kFloat);
 }

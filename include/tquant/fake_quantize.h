@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 
 #include "tquant/functional.h"
 #include "tquant/observer.h"
@@ -56,12 +57,23 @@ class FakeQuantizeImpl : public torch::nn::Cloneable<FakeQuantizeImpl> {
   /// The observer as its interface.
   ObserverBase& observer_ref() const;
 
+  /// The quantizer's qualified name in its model ("fc1.input_quantizer"), put in front of every
+  /// error its forward and update_qparams raise. The passes (prepare, prepare_qat, calibrate,
+  /// convert, load_state, freeze_observers, ...) set it; empty for a quantizer no pass has seen.
+  void set_qualified_name(std::string name) { qualified_name_ = std::move(name); }
+  const std::string& qualified_name() const { return qualified_name_; }
+
   FakeQuantizeOptions options;
   std::shared_ptr<torch::nn::Module> observer;
   at::Tensor scale;
   at::Tensor zero_point;
   at::Tensor observer_enabled_flag;
   at::Tensor fake_quant_enabled_flag;
+
+ private:
+  at::Tensor forward_unnamed(const at::Tensor& x);
+
+  std::string qualified_name_;
 };
 TORCH_MODULE(FakeQuantize);
 

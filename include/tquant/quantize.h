@@ -140,6 +140,35 @@ int64_t set_quantizers_enabled(torch::nn::Module& model, const std::string& patt
 int64_t set_calibration_method(torch::nn::Module& model, CalibrationMethod method,
                                std::optional<double> percentile = std::nullopt);
 
+/// Stops the observers of every quantizer in the model (torch.ao's
+/// `model.apply(torch.ao.quantization.disable_observer)`): scale and zero point stay where they
+/// are and fake quantization goes on, so evaluation and the last QAT epochs run with fixed
+/// ranges. Quantizers that compute their parameters per call (dynamic per-token) are counted
+/// too. Returns the number of quantizers; throws if the model has none, or if a quantizer in
+/// fake-quant use has no parameters yet (it saw no data: run a training step or calibrate
+/// first; the error names it).
+///
+/// The rule in QAT: `eval()` / `train()` change nothing in the quantizers (as in torch.ao);
+/// observers of modules in QuantMode::kFakeQuant that started without data update the ranges
+/// at every forward, in training and in evaluation alike, until freeze_observers.
+///
+/// Example:
+///   tquant::prepare_qat(*net, tquant::QConfigMapping(tquant::int8_qat_qconfig()));
+///   train_one_epoch(*net);
+///   tquant::freeze_observers(*net);   // ranges fixed from here on
+///   net->eval();
+///   evaluate(*net);
+int64_t freeze_observers(torch::nn::Module& model);
+
+/// Turns the observers of every quantizer of a prepared module in fake-quant mode back on
+/// (torch.ao's `enable_observer`): each forward records the data again and refreshes scale and
+/// zero point. Modules in observe mode observe anyway, float and converted ones are left
+/// alone. Returns the number of quantizers switched on; throws if there is none.
+///
+/// Example:
+///   tquant::enable_observers(*net);   // let the ranges follow the data again
+int64_t enable_observers(torch::nn::Module& model);
+
 /// Lowers a calibrated (or QAT-trained) model to integer execution, in place.
 ///
 /// Every prepared tquant module in fake-quant (or observe) mode is asked to convert
@@ -158,7 +187,8 @@ int64_t set_calibration_method(torch::nn::Module& model, CalibrationMethod metho
 ///
 /// Checked before anything changes: the model has a prepared module, and every static
 /// activation quantizer of a module to convert has seen data (otherwise: run calibrate first;
-/// the error names the quantizer). Converted modules cannot change mode again.
+/// the error names the quantizer). Converted modules cannot change mode again; a second convert
+/// lists them as already converted (ConvertReport::already_converted) and changes nothing.
 ///
 /// Example:
 ///   tquant::prepare(*net, tquant::QConfigMapping(tquant::int8_static_qconfig()));
