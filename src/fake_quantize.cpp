@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "error_context.h"
+
 namespace tquant {
 
 namespace {
@@ -50,7 +52,8 @@ bool FakeQuantizeImpl::observer_enabled() const { return flag_value(observer_ena
 bool FakeQuantizeImpl::fake_quant_enabled() const { return flag_value(fake_quant_enabled_flag); }
 
 QParams FakeQuantizeImpl::update_qparams() {
-  auto qp = observer_ref().calculate_qparams();
+  auto qp = detail::named_errors(qualified_name_,
+                                 [&] { return observer_ref().calculate_qparams(); });
   scale.set_data(qp.scale.to(scale.device(), at::kFloat));
   zero_point.set_data(qp.zero_point.to(zero_point.device(), at::kInt));
   return qparams();
@@ -62,6 +65,10 @@ QParams FakeQuantizeImpl::qparams() const {
 }
 
 at::Tensor FakeQuantizeImpl::forward(const at::Tensor& x) {
+  return detail::named_errors(qualified_name_, [&] { return forward_unnamed(x); });
+}
+
+at::Tensor FakeQuantizeImpl::forward_unnamed(const at::Tensor& x) {
   if (options.dynamic()) {
     if (!fake_quant_enabled()) {
       if (observer_enabled()) observer_ref().observe(x.detach());
@@ -70,7 +77,10 @@ at::Tensor FakeQuantizeImpl::forward(const at::Tensor& x) {
     TORCH_CHECK_VALUE(x.dim() >= 1 && x.numel() > 0, "FakeQuantize (dynamic): expected a "
                       "non-empty input [..., K], got shape ", x.sizes());
     const at::Tensor rows = x.reshape({-1, x.size(-1)});
-    const QParams qparams = per_token_qparams(rows, observer_ref().quant_spec());
+    // Scales from the finite values: a NaN / Inf element comes out NaN (fake_quantize), and
+    // so does every output of its row in the GEMM that follows, as in float.
+    const QParams qparams =
+        per_token_qparams(at::nan_to_num(rows.detach(), 0.0, 0.0, 0.0), observer_ref().quant_spec());
     return fake_quantize(rows, qparams, options.gradient()).reshape(x.sizes());
   }
   if (observer_enabled()) {

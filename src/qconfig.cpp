@@ -51,40 +51,47 @@ QuantSpec int4_per_block_weight_spec(int64_t block_size) {
 
 namespace {
 
-QuantizerFactory per_channel_int8_weight() {
+MinMaxObserverOptions min_max(QuantSpec spec, const PresetOptions& options) {
+  return MinMaxObserverOptions(spec).non_finite(options.non_finite());
+}
+
+QuantizerFactory per_channel_int8_weight(const PresetOptions& options) {
   return fake_quantize_factory(FakeQuantizeOptions(observer_factory<PerChannelMinMaxObserver>(
-      MinMaxObserverOptions(int8_per_channel_weight_spec()))));
+      min_max(int8_per_channel_weight_spec(), options))));
 }
 
 }  // namespace
 
-QConfig int8_static_qconfig() {
-  auto activation = fake_quantize_factory(FakeQuantizeOptions(
-      observer_factory<HistogramObserver>(HistogramObserverOptions(int8_per_tensor_activation_spec())
-                                              .method(CalibrationMethod::kPercentile))));
-  return QConfig{std::move(activation), per_channel_int8_weight()};
+QConfig int8_static_qconfig(const PresetOptions& options) {
+  auto activation = fake_quantize_factory(FakeQuantizeOptions(observer_factory<HistogramObserver>(
+      HistogramObserverOptions(int8_per_tensor_activation_spec())
+          .method(CalibrationMethod::kPercentile)
+          .non_finite(options.non_finite()))));
+  return QConfig{std::move(activation), per_channel_int8_weight(options)};
 }
 
-QConfig int8_qat_qconfig() {
-  auto activation = fake_quantize_factory(FakeQuantizeOptions(
-      observer_factory<MovingAverageMinMaxObserver>(
-          MinMaxObserverOptions(int8_per_tensor_activation_spec()))));
-  return QConfig{std::move(activation), per_channel_int8_weight()};
-}
-
-QConfig int8_dynamic_qconfig() {
+QConfig int8_qat_qconfig(const PresetOptions& options) {
   auto activation = fake_quantize_factory(
-      FakeQuantizeOptions(observer_factory<MinMaxObserver>(
-                              MinMaxObserverOptions(int8_per_tensor_activation_spec())))
-          .dynamic(true));
-  return QConfig{std::move(activation), per_channel_int8_weight()};
+      FakeQuantizeOptions(observer_factory<MovingAverageMinMaxObserver>(
+          min_max(int8_per_tensor_activation_spec(), options))));
+  return QConfig{std::move(activation), per_channel_int8_weight(options)};
 }
 
-QConfig weight_only_int8_qconfig() { return QConfig{QuantizerFactory(), per_channel_int8_weight()}; }
+QConfig int8_dynamic_qconfig(const PresetOptions& options) {
+  auto activation = fake_quantize_factory(
+      FakeQuantizeOptions(
+          observer_factory<MinMaxObserver>(min_max(int8_per_tensor_activation_spec(), options)))
+          .dynamic(true));
+  return QConfig{std::move(activation), per_channel_int8_weight(options)};
+}
 
-QConfig weight_only_int4_qconfig(int64_t block_size) {
-  auto weight = fake_quantize_factory(FakeQuantizeOptions(observer_factory<MinMaxObserver>(
-      MinMaxObserverOptions(int4_per_block_weight_spec(block_size)))));
+QConfig weight_only_int8_qconfig(const PresetOptions& options) {
+  return QConfig{QuantizerFactory(), per_channel_int8_weight(options)};
+}
+
+QConfig weight_only_int4_qconfig(int64_t block_size, const PresetOptions& options) {
+  auto weight = fake_quantize_factory(FakeQuantizeOptions(
+      observer_factory<MinMaxObserver>(min_max(int4_per_block_weight_spec(block_size), options))));
   return QConfig{QuantizerFactory(), std::move(weight)};
 }
 

@@ -404,3 +404,65 @@ TEST(SetQuantizersEnabled, DisabledBeforeCalibrationStaysFloat) {
   }
   EXPECT_TRUE(reported) << report;
 }
+
+TEST(Calibrate, ObserverErrorNamesTheQuantizer) {
+  MemberNet net;
+  prepare(*net, static_mapping());
+  at::Tensor bad = torch::randn({4, 17});
+  bad[2][5] = std::numeric_limits<float>::quiet_NaN();
+  torch::NoGradGuard no_grad;
+  const std::string message = error_message([&] { calibrate(*net, [&] { net->forward(bad); }); });
+  EXPECT_EQ(message.rfind("fc1.input_quantizer: HistogramObserver: expected finite values", 0),
+            0U)
+      << message;
+  // The type is kept (ValueError), so callers can still catch it by type.
+  EXPECT_THROW(calibrate(*net, [&] { net->forward(bad); }), c10::ValueError);
+}
+
+TEST(Calibrate, PresetCanIgnoreNonFiniteCalibrationData) {
+  MemberNet net;
+  prepare(*net, QConfigMapping(int8_static_qconfig(
+                    PresetOptions().non_finite(NonFinitePolicy::kIgnore))));
+  at::Tensor data = torch::randn({64, 17});
+  at::Tensor bad = data.clone();
+  bad[2][5] = std::numeric_limits<float>::infinity();
+  bad[3][0] = std::numeric_limits<float>::quiet_NaN();
+  torch::NoGradGuard no_grad;
+  const CalibrationReport report = calibrate(*net, [&] { net->forward(bad); });
+  ASSERT_NE(report.find("fc1.input_quantizer"), nullptr) << report;
+  EXPECT_TRUE(report.find("fc1.input_quantizer")->calibrated) << report;
+  EXPECT_TRUE(std::isfinite(report.find("fc1.input_quantizer")->scale_max)) << report;
+  EXPECT_EQ(net->fc1->mode(), QuantMode::kFakeQuant);
+}
+
+TEST(Qat, FreezeObserversKeepsRangesInEvalAndEnableObserversLetsThemMove) {
+  MemberNet net;
+  prepare_qat(*net, QConfigMapping(int8_qat_qconfig()));
+  torch::NoGradGuard no_grad;
+  net->forward(torch::randn({8, 17}));  // first step: ranges from data
+  const at::Tensor scale = net->fc1->input_quantizer->scale.clone();
+  net->eval();
+  net->forward(10 * torch::randn({8, 17}));  // eval() alone does not stop the observers
+  EXPECT_FALSE(torch::equal(net->fc1->input_quantizer->scale, scale));
+
+  // "unused" never ran, so it has no range: switch it off, or freeze_observers names it.
+  set_quantizers_enabled(*net, "unused", false);
+  EXPECT_EQ(freeze_observers(*net), 6);  // input and weight quantizers of the three modules
+  const at::Tensor frozen = net->fc1->input_quantizer->scale.clone();
+  net->forward(100 * torch::randn({8, 17}));
+  EXPECT_TRUE(torch::equal(net->fc1->input_quantizer->scale, frozen));
+  EXPECT_FALSE(net->fc1->input_quantizer->observer_enabled());
+
+  EXPECT_EQ(enable_observers(*net), 4);
+  net->forward(100 * torch::randn({8, 17}));
+  EXPECT_FALSE(torch::equal(net->fc1->input_quantizer->scale, frozen));
+}
+
+TEST(Qat, FreezeObserversNamesAQuantizerWithoutRange) {
+  MemberNet net;
+  prepare_qat(*net, QConfigMapping(int8_qat_qconfig()));  // no step run yet
+  const std::string message = error_message([&] { freeze_observers(*net); });
+  EXPECT_NE(message.find("freeze_observers: fc1.input_quantizer has no scale yet"),
+            std::string::npos)
+      << message;
+}

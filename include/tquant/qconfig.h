@@ -70,6 +70,20 @@ QuantSpec int8_per_tensor_activation_spec();
 /// in_features must be a multiple of block_size.
 QuantSpec int4_per_block_weight_spec(int64_t block_size = 128);
 
+/// Options every preset below takes.
+///
+/// Example (calibration data with a few NaN / Inf values that should be left out):
+///   tquant::QConfig qconfig = tquant::int8_static_qconfig(
+///       tquant::PresetOptions().non_finite(tquant::NonFinitePolicy::kIgnore));
+struct PresetOptions {
+  /// What the preset's observers (activation and weight) do with NaN and +-Inf in the data they
+  /// watch during calibration or QAT: kError throws, naming the quantizer and the count
+  /// ("fc1.input_quantizer: HistogramObserver: expected finite values, got 1 NaN or Inf ...");
+  /// kIgnore leaves them out of the statistics with a warning. Fake quantization itself always
+  /// turns a non-finite element into NaN (see fake_quantize).
+  TORCH_ARG(NonFinitePolicy, non_finite) = NonFinitePolicy::kError;
+};
+
 /// Post-training static int8 (calibrate, then simulate or convert):
 ///   weight:     PerChannelMinMaxObserver, int8_per_channel_weight_spec() (axis 0);
 ///   activation: HistogramObserver, int8_per_tensor_activation_spec(), percentile method with
@@ -77,7 +91,7 @@ QuantSpec int4_per_block_weight_spec(int64_t block_size = 128);
 ///               where the cumulative count of |x| reaches 99.99 %. The method can be changed
 ///               after calibration with HistogramObserver::set_method.
 /// Gradients: clipped straight-through (GradientMode::kSteClipped).
-QConfig int8_static_qconfig();
+QConfig int8_static_qconfig(const PresetOptions& options = {});
 
 /// Quantization-aware training with int8 (torch.ao's default QAT config, symmetric):
 ///   activation: MovingAverageMinMaxObserver (averaging constant c = 0.01:
@@ -85,7 +99,7 @@ QConfig int8_static_qconfig();
 ///   weight:     PerChannelMinMaxObserver, int8_per_channel_weight_spec() (axis 0).
 /// Min-max observers are cheap enough to run at every training step, as FakeQuantize does
 /// while its observer is enabled. Gradients: clipped straight-through.
-QConfig int8_qat_qconfig();
+QConfig int8_qat_qconfig(const PresetOptions& options = {});
 
 /// Dynamic int8 (torch.ao's quantize_dynamic, per token): nothing to calibrate;
 ///   activation: dynamic per-token FakeQuantize (FakeQuantizeOptions::dynamic): each row of the
@@ -93,15 +107,16 @@ QConfig int8_qat_qconfig();
 ///               int8_per_tensor_activation_spec() range (narrow, [-127, 127]);
 ///   weight:     PerChannelMinMaxObserver, int8_per_channel_weight_spec() (axis 0).
 /// Converted QuantLinear modules run int8_linear_dynamic. Gradients: clipped straight-through.
-QConfig int8_dynamic_qconfig();
+QConfig int8_dynamic_qconfig(const PresetOptions& options = {});
 /// Weight-only int8: activations stay floating point;
 ///   weight: PerChannelMinMaxObserver, int8_per_channel_weight_spec() (axis 0).
-QConfig weight_only_int8_qconfig();
+QConfig weight_only_int8_qconfig(const PresetOptions& options = {});
 
 /// Weight-only int4 in blocks (as AWQ / GPTQ style int4 weights): activations stay floating
 /// point;
 ///   weight: MinMaxObserver, int4_per_block_weight_spec(block_size) (axis 1, the input dim).
 /// Throws if block_size < 1.
-QConfig weight_only_int4_qconfig(int64_t block_size = 128);
+QConfig weight_only_int4_qconfig(int64_t block_size = 128,
+                                  const PresetOptions& options = {});
 
 }  // namespace tquant
