@@ -29,10 +29,6 @@ std::string backend_of(const std::string& type, const std::string& scheme) {
     return scheme == "int8_static+relu" ? "oneDNN int8 convolution, ReLU fused (qconv2d_pointwise)"
                                         : "oneDNN int8 convolution (qconv2d_pointwise)";
   }
-  if (type == "QuantConv2d") {
-    return scheme == "int8_static+relu" ? "oneDNN int8 convolution, ReLU fused (qconv2d_pointwise)"
-                                        : "oneDNN int8 convolution (qconv2d_pointwise)";
-  }
   return "int8 GEMM (" + to_string(int8_gemm_path()) + ")";
 }
 

@@ -203,6 +203,13 @@ std::string ConvertReport::to_string() const {
     }
     table.print(out);
   }
+  if (!already_converted.empty()) {
+    Table table({"already converted", "type", "scheme", "backend"});
+    for (const auto& module : already_converted) {
+      table.add({display_name(module.name), module.type, module.scheme, module.backend});
+    }
+    table.print(out);
+  }
   int64_t simulated = 0;
   if (!unconverted.empty()) {
     Table table({"not converted", "type", "keeps mode", "reason"});
@@ -214,7 +221,9 @@ std::string ConvertReport::to_string() const {
     table.print(out);
   }
   print_float_table(out, left_float);
-  out << "convert: " << converted.size() << " converted, " << simulated
+  out << "convert: " << converted.size() << " converted, ";
+  if (!already_converted.empty()) out << already_converted.size() << " already converted, ";
+  out << simulated
       << " kept fake-quant (simulated), "
       << static_cast<int64_t>(unconverted.size()) - simulated << " disabled float, "
       << float_summary(left_float) << '\n';

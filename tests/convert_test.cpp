@@ -238,3 +238,27 @@ TEST(ConvertTest, ConvertedModuleClonesWithItsIntegerState) {
   EXPECT_EQ(names, (std::vector<std::string>{"weight_int8", "weight_scale", "input_scale"}));
   EXPECT_EQ(fc->named_parameters().size(), 1u);  // bias only
 }
+
+TEST(ConvertTest, SecondConvertReportsAlreadyConvertedAndChangesNothing) {
+  torch::manual_seed(41);
+  RandomNet net(8, 16, 4);
+  prepare(*net, QConfigMapping(int8_static_qconfig()));
+  calibrate_on(*net, [&](const at::Tensor& x) { return net->forward(x); }, {2, 5, 8}, 2);
+  const ConvertReport first = convert(*net);
+  ASSERT_EQ(first.converted.size(), 3U) << first;
+  EXPECT_TRUE(first.already_converted.empty()) << first;
+  torch::NoGradGuard no_grad;
+  const at::Tensor x = torch::randn({2, 5, 8});
+  const at::Tensor y = net->forward(x);
+
+  const ConvertReport second = convert(*net);
+  EXPECT_TRUE(second.converted.empty()) << second;
+  ASSERT_EQ(second.already_converted.size(), 3U) << second;
+  EXPECT_EQ(second.already_converted[0].name, "fc1");
+  EXPECT_EQ(second.already_converted[0].scheme, "int8_static");
+  std::ostringstream text;
+  text << second;
+  EXPECT_NE(text.str().find("convert: 0 converted, 3 already converted"), std::string::npos)
+      << text.str();
+  EXPECT_TRUE(torch::equal(net->forward(x), y));
+}

@@ -141,6 +141,8 @@ struct UnconvertedModule {
 ///   std::cout << report;   // converted modules with scheme and backend, the others and why
 struct ConvertReport {
   std::vector<ConvertedModule> converted;
+  /// Modules that were converted before this call (a second convert changes nothing).
+  std::vector<ConvertedModule> already_converted;
   /// Prepared modules not converted: simulated (fake-quant) or disabled (float).
   std::vector<UnconvertedModule> unconverted;
   /// Modules that were never quantized (from the prepare step of quantize_dynamic).
@@ -149,7 +151,8 @@ struct ConvertReport {
   const ConvertedModule* find_converted(const std::string& name) const;
   const UnconvertedModule* find_unconverted(const std::string& name) const;
 
-  /// Tables plus a summary line: "convert: 12 converted, 2 kept fake-quant, 1 float".
+  /// Tables plus a summary line: "convert: 12 converted, 2 kept fake-quant (simulated),
+  /// 1 disabled float, ..." ("convert: 0 converted, 12 already converted, ..." the second time).
   std::string to_string() const;
 };
 
