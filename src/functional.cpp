@@ -1,6 +1,7 @@
 #include "tquant/functional.h"
 
 #include <cmath>
+#include <limits>
 #include <string>
 #include <tuple>
 
@@ -154,6 +155,11 @@ at::Tensor fake_quantize(const at::Tensor& x, const QParams& qparams, GradientMo
   {
     at::NoGradGuard no_grad;
     std::tie(result, mask) = fake_quantize_with_mask(x.detach(), qparams);
+    // A quantized format has no code for NaN or Inf (the kernels clamp them to a finite code):
+    // they come out NaN, so whatever consumes them (the rows of a following GEMM) is NaN as
+    // in float, never a finite number.
+    result.masked_fill_(at::isfinite(x.detach()).logical_not_(),
+                        std::numeric_limits<double>::quiet_NaN());
   }
   if (!x.requires_grad()) return result;
   return StraightThrough::apply(x, result, mask, mode == GradientMode::kSteClipped);

@@ -2,6 +2,9 @@
 
 #include "tquant/fake_quantize.h"
 #include "tquant/histogram_observer.h"
+#include "tquant/nn/quant_linear.h"
+
+#include <limits>
 
 #include <torch/torch.h>
 
@@ -118,4 +121,67 @@ TEST(FakeQuantizeModule, RunsOnCuda_CUDA) {
   auto y = fq(x);
   auto qp = calculate_qparams(x.min(), x.max(), QuantSpec());
   EXPECT_TRUE(torch::equal(y.cpu(), fake_quantize(x, qp).cpu()));
+}
+
+TEST(FakeQuantizeModule, NonFiniteInputComesOutNaNNeverAFiniteCode) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const auto spec : {QuantSpec(), QuantSpec().narrow_range(true),
+                          QuantSpec().granularity(Granularity::kPerChannel).axis(0),
+                          QuantSpec(QuantDtype::kUInt8).symmetric(false),
+                          QuantSpec(QuantDtype::kFp8E4M3)}) {
+    SCOPED_TRACE(to_string(spec));
+    auto fq = min_max_fake_quant(spec);
+    torch::manual_seed(3);
+    fq(torch::randn({3, 17}));  // calibrate
+    fq->enable_observer(false);
+    at::Tensor x = torch::randn({3, 17});
+    x[0][4] = nan;
+    x[1][0] = inf;
+    x[2][16] = -inf;
+    const at::Tensor y = fq(x);
+    const at::Tensor non_finite = ~torch::isfinite(x);
+    EXPECT_TRUE(torch::isnan(y).eq(non_finite).all().item<bool>()) << y;
+  }
+}
+
+TEST(FakeQuantizeModule, DynamicPerTokenNonFiniteElementIsNaNOtherRowsUnchanged) {
+  auto fq = FakeQuantize(FakeQuantizeOptions(observer_factory<MinMaxObserver>(
+                             MinMaxObserverOptions(QuantSpec().narrow_range(true))))
+                             .dynamic(true));
+  fq->enable_observer(false);
+  torch::manual_seed(4);
+  at::Tensor x = torch::randn({4, 9});
+  const at::Tensor clean = fq(x);
+  x[1][3] = std::numeric_limits<float>::quiet_NaN();
+  x[2][0] = std::numeric_limits<float>::infinity();
+  const at::Tensor y = fq(x);
+  EXPECT_TRUE(torch::isnan(y[1][3]).item<bool>());
+  EXPECT_TRUE(torch::isnan(y[2][0]).item<bool>());
+  EXPECT_TRUE(torch::equal(y[0], clean[0]));
+  EXPECT_TRUE(torch::equal(y[3], clean[3]));
+  // A following GEMM: the rows that saw a non-finite value are NaN, as in float.
+  const at::Tensor out = torch::mm(y, torch::randn({9, 5}));
+  EXPECT_TRUE(torch::isnan(out[1]).all().item<bool>());
+  EXPECT_TRUE(torch::isnan(out[2]).all().item<bool>());
+  EXPECT_TRUE(torch::isfinite(out[0]).all().item<bool>());
+}
+
+TEST(FakeQuantizeModule, FakeQuantizedLinearGivesNaNRowsForNonFiniteInputsAsFloatDoes) {
+  for (const QConfig& qconfig : {int8_static_qconfig(), int8_dynamic_qconfig()}) {
+    torch::manual_seed(5);
+    QuantLinear fc(9, 6);
+    fc->set_qconfig(qconfig);
+    fc->set_mode(QuantMode::kObserve);
+    fc(torch::randn({8, 9}));
+    fc->set_mode(QuantMode::kFakeQuant);
+    at::Tensor x = torch::randn({4, 9});
+    x[1][2] = std::numeric_limits<float>::quiet_NaN();
+    x[3][8] = -std::numeric_limits<float>::infinity();
+    const at::Tensor y = fc(x);
+    EXPECT_TRUE(torch::isnan(y[1]).all().item<bool>()) << y;
+    EXPECT_TRUE(torch::isnan(y[3]).all().item<bool>()) << y;
+    EXPECT_TRUE(torch::isfinite(y[0]).all().item<bool>()) << y;
+    EXPECT_TRUE(torch::isfinite(y[2]).all().item<bool>()) << y;
+  }
 }

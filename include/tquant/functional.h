@@ -27,7 +27,9 @@ at::Tensor quantize(const at::Tensor& x, const QParams& qparams);
 at::Tensor dequantize(const at::Tensor& q, const QParams& qparams,
                       c10::ScalarType out_dtype = c10::kFloat);
 
-/// dequantize(quantize(x)) in x's dtype, differentiable with respect to x.
+/// dequantize(quantize(x)) in x's dtype, differentiable with respect to x. A NaN or +-Inf
+/// element of x comes out NaN (no code represents it), so the rows of a GEMM it feeds are NaN
+/// as in float, never a finite number.
 /// Per-tensor and per-channel integer formats run LibTorch's fake_quantize_* kernels (so values
 /// and clipped gradients equal theirs bit for bit); per-block runs them on a row view.
 at::Tensor fake_quantize(const at::Tensor& x, const QParams& qparams,
