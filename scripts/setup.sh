@@ -29,7 +29,7 @@ torch_version="2.11.0"
 # The one list of Debian packages tquant needs.
 apt_packages=(
   build-essential cmake python3-venv
-  libgtest-dev libbenchmark-dev nlohmann-json3-dev libfmt-dev libutf8proc-dev
+  libgtest-dev libbenchmark-dev nlohmann-json3-dev libfmt-dev libutf8proc-dev libgloo-dev
 )
 
 say() { printf '[setup] %s\n' "$*"; }
