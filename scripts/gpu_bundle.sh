@@ -45,7 +45,7 @@ bins=("$build/tests/cuda_int8_test" "$build/tests/cuda_converted_test"
       "$build/bench/tquant_cuda_int8_bench")
 for b in "${bins[@]}"; do [[ -x "$b" ]] || die "$b was not built"; done
 # The stubs (kernels/int8_cuda_stub.cpp) call no cuBLASLt; the kernels' host side does.
-if ! nm -D --undefined-only "$lib" | grep -q ' cublasLtMatmul$'; then
+if ! nm -D --undefined-only "$lib" | grep -E ' cublasLtMatmul(@|$)' >/dev/null; then
   die "$lib has no CUDA kernels (configured without nvcc or a CUDA LibTorch?): nothing to carry"
 fi
 
@@ -63,8 +63,8 @@ strip --strip-unneeded "$pre"/bin/* "$pre"/lib/*
 ldd "${bins[@]}" "$lib" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
   while read -r so; do
     case "$(basename "$so")" in
-      libc.so* | libm.so* | libdl.so* | librt.so* | libpthread.so* | ld-linux* | libgcc_s.so* |\
-      libstdc++.so*) continue ;;
+      libc.so* | libm.so* | libdl.so* | librt.so* | libpthread.so* | libutil.so* | libresolv.so* |\
+      ld-linux* | libgcc_s.so* | libstdc++.so*) continue ;;
     esac
     case "$so" in
       */torch/lib/* | */nvidia/* | /usr/local/cuda*) continue ;;

@@ -34,6 +34,7 @@ out="${OUT:-$root/gpu_out}"
 python="${PYTHON:-python3}"
 budget="${TQUANT_GPU_BUDGET_S:-450}"
 start=$SECONDS
+ld_path_given="${LD_LIBRARY_PATH:-}"
 mkdir -p "$out"
 summary="$out/summary.txt"
 : > "$summary"
@@ -121,7 +122,7 @@ cat "$out/env.txt"
 if [[ "$mode" == prebuilt ]]; then
   bin="$deps/prebuilt/bin"
   bench_bin="$bin/tquant_cuda_int8_bench"
-  export LD_LIBRARY_PATH="$deps/prebuilt/lib:$torch_lib:$nvidia_libs${LD_LIBRARY_PATH:-}"
+  export LD_LIBRARY_PATH="$deps/prebuilt/lib:$torch_lib:$nvidia_libs$ld_path_given"
   if ! grep -q '^kernels: built' "$deps/prebuilt/manifest.txt"; then
     fail "gpu_deps/prebuilt/manifest.txt does not say the CUDA kernels were built"
     finish
@@ -139,6 +140,7 @@ if [[ "$mode" == prebuilt ]]; then
   fi
 fi
 if [[ "$mode" == build ]]; then
+  export LD_LIBRARY_PATH="$ld_path_given"  # not the carried libtquant.so
   if [[ -f "$deps/env.sh" ]]; then
     # shellcheck disable=SC1091
     source "$deps/env.sh"
@@ -176,7 +178,7 @@ if [[ "$mode" == build ]]; then
   fi
   bin="$build/tests"
   bench_bin="$build/bench/tquant_cuda_int8_bench"
-  export LD_LIBRARY_PATH="$torch_lib:$nvidia_libs${LD_LIBRARY_PATH:-}"
+  export LD_LIBRARY_PATH="$build/src:$torch_lib:$nvidia_libs${LD_LIBRARY_PATH:-}"
 fi
 say "mode $mode; binaries in $bin"
 
