@@ -47,3 +47,4 @@
 #include "tquant/cuda_int8.h"
 #include "tquant/safetensors.h"
 #include "tquant/serialize.h"
+#include "tquant/distributed.h"
