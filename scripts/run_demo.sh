@@ -24,6 +24,12 @@ if ! bash "$root/scripts/setup_bert_assets.sh"; then
   exit 1
 fi
 
+# The CNN example's digits (scikit-learn), so both README commands set up every example.
+if ! bash "$root/scripts/setup_cnn_assets.sh"; then
+  echo "[demo] FAIL  CNN example data (scikit-learn digits; see the messages above)" >&2
+  exit 1
+fi
+
 demo="$build_dir/examples/bert/tquant_bert_demo"
 if [[ ! -x "$demo" ]]; then
   echo "[demo] $demo was not built (is TQUANT_BUILD_EXAMPLES OFF in $build_dir?)" >&2
