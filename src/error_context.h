@@ -17,33 +17,28 @@ template <typename E>
   throw copy;
 }
 
+/// Throws a copy of `error` as the first of the types E... that it is (the last, c10::Error,
+/// always matches).
+template <typename E, typename... Rest>
+[[noreturn]] void throw_as_first_match(const c10::Error& error, std::string message) {
+  if constexpr (sizeof...(Rest) == 0) {
+    throw_as<E>(error, std::move(message));
+  } else {
+    if (dynamic_cast<const E*>(&error) != nullptr) throw_as<E>(error, std::move(message));
+    throw_as_first_match<Rest...>(error, std::move(message));
+  }
+}
+
 /// Throws a copy of `error` (same c10 error type, same backtrace and context) whose message is
 /// "name: <message>". A message that already starts with "name: " is rethrown unchanged, so
 /// nested scopes do not repeat a name. Call it from inside a catch block.
 [[noreturn]] inline void rethrow_with_name(const c10::Error& error, const std::string& name) {
   const std::string prefix = name + ": ";
   if (error.msg().rfind(prefix, 0) == 0) throw;
-  std::string message = prefix + error.msg();
   // The c10 error types TORCH_CHECK_* raise; callers catch them by type.
-  if (dynamic_cast<const c10::ValueError*>(&error) != nullptr) {
-    throw_as<c10::ValueError>(error, std::move(message));
-  }
-  if (dynamic_cast<const c10::TypeError*>(&error) != nullptr) {
-    throw_as<c10::TypeError>(error, std::move(message));
-  }
-  if (dynamic_cast<const c10::IndexError*>(&error) != nullptr) {
-    throw_as<c10::IndexError>(error, std::move(message));
-  }
-  if (dynamic_cast<const c10::NotImplementedError*>(&error) != nullptr) {
-    throw_as<c10::NotImplementedError>(error, std::move(message));
-  }
-  if (dynamic_cast<const c10::LinAlgError*>(&error) != nullptr) {
-    throw_as<c10::LinAlgError>(error, std::move(message));
-  }
-  if (dynamic_cast<const c10::OutOfMemoryError*>(&error) != nullptr) {
-    throw_as<c10::OutOfMemoryError>(error, std::move(message));
-  }
-  throw_as<c10::Error>(error, std::move(message));
+  throw_as_first_match<c10::ValueError, c10::TypeError, c10::IndexError, c10::NotImplementedError,
+                       c10::LinAlgError, c10::OutOfMemoryError, c10::Error>(error,
+                                                                            prefix + error.msg());
 }
 
 /// Runs fn(); a c10::Error it raises is rethrown with `name` in front of its message (nothing

@@ -265,6 +265,24 @@ std::map<std::string, std::string> tquant_modules(nn::Module& model) {
   return result;
 }
 
+/// load_state must throw a c10::ValueError whose message holds every one of `parts`, and leave
+/// the model unchanged.
+void expect_load_error(nn::Module& model, const std::string& path,
+                       const std::vector<std::string>& parts) {
+  const auto before = snapshot(model);
+  std::string message;
+  try {
+    load_state(model, path);
+  } catch (const c10::ValueError& error) {
+    message = error.what_without_backtrace();
+  }
+  EXPECT_FALSE(message.empty()) << "expected a c10::ValueError";
+  for (const auto& part : parts) {
+    EXPECT_NE(message.find(part), std::string::npos) << part << "\n" << message;
+  }
+  EXPECT_TRUE(same_state(before, snapshot(model)));
+}
+
 /// A Mixed model prepared by prepare() with the static preset and calibrated; converted when
 /// `converted`.
 Mixed calibrated_mixed(int64_t seed, bool converted) {
@@ -328,20 +346,10 @@ TEST(Serialize, FileWithoutQuantizerRecipesAsksForPrepare) {
   write_safetensors(old_style, file.tensors, file.metadata);
 
   TwoLayer plain(8, 16, 3);
-  const auto before = snapshot(*plain);
-  try {
-    load_state(*plain, old_style);
-    FAIL() << "expected an error";
-  } catch (const c10::ValueError& e) {
-    EXPECT_NE(std::string(e.what()).find("module 'fc1' is in fake_quant mode in the file but has "
-                                         "no quantizers in the model"),
-              std::string::npos)
-        << e.what();
-    EXPECT_NE(std::string(e.what()).find("prepare the model like the saved one"),
-              std::string::npos)
-        << e.what();
-  }
-  EXPECT_TRUE(same_state(before, snapshot(*plain)));
+  expect_load_error(*plain, old_style,
+                    {"module 'fc1' is in fake_quant mode in the file but has no quantizers in "
+                     "the model",
+                     "prepare the model like the saved one"});
   auto prepared = fresh_prepared_model(13);  // prepared: loads as before
   load_state(*prepared, old_style);
   const auto x = torch::randn({5, 8});
@@ -374,20 +382,9 @@ TEST(Serialize, PlainTorchLinearInMemberFieldIsNamedWithTheFix) {
   const auto path = temp_path("member_field.safetensors");
   save_state(*saved, path);
   PlainTwoLayer plain;
-  const auto before = snapshot(*plain);
-  try {
-    load_state(*plain, path);
-    FAIL() << "expected an error";
-  } catch (const c10::ValueError& e) {
-    EXPECT_NE(std::string(e.what()).find("module 'fc1' is a plain torch::nn::Linear held in a "
-                                         "member field"),
-              std::string::npos)
-        << e.what();
-    EXPECT_NE(std::string(e.what()).find("declare the field as tquant::QuantLinear"),
-              std::string::npos)
-        << e.what();
-  }
-  EXPECT_TRUE(same_state(before, snapshot(*plain)));
+  expect_load_error(*plain, path,
+                    {"module 'fc1' is a plain torch::nn::Linear held in a member field",
+                     "declare the field as tquant::QuantLinear"});
 }
 
 TEST(Serialize, StructureMismatchListsWhatDiffers) {
@@ -395,20 +392,11 @@ TEST(Serialize, StructureMismatchListsWhatDiffers) {
   const auto path = temp_path("mismatch.safetensors");
   save_state(*saved, path);
   OtherLayers other;
-  const auto before = snapshot(*other);
-  try {
-    load_state(*other, path);
-    FAIL() << "expected an error";
-  } catch (const c10::ValueError& e) {
-    const std::string message = e.what();
-    for (const char* part :
-         {"the file does not fit the model", "'fc3' (QuantLinear) is not in the file",
-          "'fc2' (QuantLinear in the file) is not in the model",
-          "model tensor(s) not in the file: 'fc3.bias'", "file tensor(s) not in the model: ",
-          "'fc2.bias'", "'fc1.bias' (model Float [12], file Float [16])"}) {
-      EXPECT_NE(message.find(part), std::string::npos) << part << "\n" << message;
-    }
-  }
-  EXPECT_TRUE(same_state(before, snapshot(*other)));
+  expect_load_error(*other, path,
+                    {"the file does not fit the model", "'fc3' (QuantLinear) is not in the file",
+                     "'fc2' (QuantLinear in the file) is not in the model",
+                     "model tensor(s) not in the file: 'fc3.bias'",
+                     "file tensor(s) not in the model: ", "'fc2.bias'",
+                     "'fc1.bias' (model Float [12], file Float [16])"});
   EXPECT_EQ(other->fc1->mode(), QuantMode::kFloat);
 }
