@@ -177,11 +177,13 @@ int64_t enable_observers(torch::nn::Module& model);
 ///   QuantLinear    int8_static / int8_dynamic: an INT8 GEMM (gemm.h: oneDNN qlinear or
 ///                  _int_mm) with input quantization and output dequantization fused around it;
 ///                  weight_only: codes dequantized per call, then a float GEMM;
+///   QuantConv2d    int8_static (int8_static+relu with a fused ReLU): oneDNN's INT8
+///                  convolution on CPU;
 ///   QuantMatMul    int8_static: both operands rounded to int8 codes, exact integer product;
 ///   QuantEmbedding weight_only: codes gathered and dequantized per lookup.
 /// The converted output equals the fake-quant simulation up to float32 rounding (tests check
 /// within one output quantization step). A module whose scheme has no integer kernel
-/// (QuantConv2d, stubs, affine or per-channel activations, ...) keeps its fake-quant mode and
+/// (stubs, affine or per-channel activations, ...) keeps its fake-quant mode and
 /// is reported with the reason, never silently dropped to float; disabled (float) modules stay
 /// float and are reported too.
 ///

@@ -17,12 +17,13 @@ struct SaveOptions {
 
 /// Saves a model's whole state (parameters and buffers of every submodule, quantizer and
 /// observer state included) to a safetensors file. The metadata holds the format version,
-/// and for each tquant module its type, mode and quantizer specs ("tquant.modules", JSON), so
-/// load_state can restore the modes.
+/// and for each tquant module its type, mode, converted scheme, quantizer specs and the recipe
+/// of each quantizer (FakeQuantize options, observer type and options; "tquant.modules", JSON),
+/// so load_state can rebuild the quantizers and restore the modes.
 ///
 /// Example:
-///   tquant::prepare(model, mapping);
-///   tquant::calibrate(model, run_batches);
+///   tquant::prepare(*model, mapping);
+///   tquant::calibrate(*model, run_batches);
 ///   tquant::save_state(*model, "calibrated.safetensors");
 ///   tquant::convert(*model);
 ///   tquant::save_state(*model, "int8.safetensors");   // int8 codes, scales, schemes
@@ -31,16 +32,23 @@ struct SaveOptions {
 void save_state(const torch::nn::Module& model, const std::string& path,
                 const SaveOptions& options = {});
 
-/// Loads a file written by save_state into `model`, which must have the same structure
-/// (for a calibrated file: the same tquant modules, prepared with the same QConfigMapping).
-/// A converted file loads into a freshly constructed float model (no prepare needed): each
-/// module saved as converted is given the integer layout of its saved scheme
-/// (Quantizable::make_converted), then filled, and runs exactly as the saved model did
-/// (bit-identical outputs).
-/// Everything is checked before anything is changed: the format version, that the file and the
-/// model hold the same tensor names, and the dtype and shape of each (observer statistics,
-/// whose shape depends on the data, take the saved shape). On any mismatch the error names the
-/// first one and the model is left unchanged. The saved mode of each tquant module is restored.
+/// Loads a file written by save_state into `model`, which must have the same structure. The
+/// model may be freshly constructed in float (no prepare), for a calibrated file as for a
+/// converted one:
+///   - a plain torch Linear / Conv2d / Embedding entry of a Sequential, ModuleList or ModuleDict
+///     that the file records as a tquant twin is replaced by the twin (as prepare does); one in
+///     a member field cannot be, and the error says to declare the field as the tquant type;
+///   - a tquant module without quantizers gets them built from the file's recipes; a prepared
+///     one keeps its own;
+///   - a module saved as converted gets the integer layout of its saved scheme
+///     (Quantizable::make_converted); the others get their saved mode;
+/// then every tensor is copied, and the model runs exactly as the saved one did (bit-identical
+/// outputs).
+/// Everything is checked first (on clones): the format version, the modules, and the names,
+/// dtypes and shapes of the tensors (observer statistics, whose shape depends on the data, take
+/// the saved shape). On a mismatch the model is left unchanged and the error lists what differs,
+/// up to five of each kind: modules missing on either side, model tensors not in the file, file
+/// tensors not in the model, tensors of another dtype or shape.
 void load_state(torch::nn::Module& model, const std::string& path);
 
 }  // namespace tquant
