@@ -173,9 +173,11 @@ def versions():
     return ", ".join(out)
 
 
-def report(args, systems, times, cos, agreement_ref, agreement, fused, machine):
+def report(args, systems, times, cos, agreement_ref, agreement, fused, machine, started):
     median = {s.name: {b: statistics.median(times[s.name][b]) for b in BATCHES} for s in systems}
     lines = [
+        f"peer benchmark, {time.strftime('%Y-%m-%d %H:%M', time.gmtime(started))} UTC, "
+        f"{time.time() - started:.0f} s in all",
         f"MiniLM-L6 encoder (all-MiniLM-L6-v2, no pooler, no head), {args.seq} tokens, "
         f"{args.threads} intra-op threads everywhere (tquant and PyTorch set_num_threads, ONNX "
         f"Runtime intra {args.threads} / inter 1 / sequential); median of {args.rounds} "
@@ -225,6 +227,7 @@ def report(args, systems, times, cos, agreement_ref, agreement, fused, machine):
 
 def main():
     args = parse_args()
+    started = time.time()
     # Never a model hub: every model comes from the local safetensors.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -257,7 +260,7 @@ def main():
             server.close()
     watch.stop()
     table = report(args, systems, times, cos, agreement_ref, agreement, fused,
-                   peer_machine.describe(watch))
+                   peer_machine.describe(watch), started)
     print(table, flush=True)
     with open(os.path.join(args.work_dir, "peers_table.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
