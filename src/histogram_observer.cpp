@@ -76,44 +76,62 @@ int64_t HistogramObserverImpl::channel_count(const at::Tensor& x) const {
 }
 
 void HistogramObserverImpl::grow_to_cover(const at::Tensor& channel_amax) {
-  const bool per_tensor = options.spec().granularity() == Granularity::kPerTensor;
-  const int64_t cap = per_tensor ? (options.max_bins() > 0 ? options.max_bins()
-                                                           : kDefaultGrowthLimit * options.bins())
-                                 : options.bins();
+  // Each channel follows the per-tensor rule (NVIDIA's): its first non-zero data fix its bin
+  // width, bins of that width are appended as its range grows, and past the cap its bins merge
+  // in groups of 2^k. Channels share one [C, L] tensor, L the longest row any channel needs; a
+  // shorter channel's row is zero past its data, which the searches ignore. So a channel's
+  // counts and width are those a per-tensor observer of its data alone would hold.
+  const int64_t cap = options.max_bins() > 0 ? options.max_bins()
+                                             : kDefaultGrowthLimit * options.bins();
   auto amax = channel_amax.to(at::kCPU, at::kDouble).contiguous();
   auto widths = bin_width.to(at::kCPU).contiguous();
   const double* amax_data = amax.data_ptr<double>();
   double* width_data = widths.data_ptr<double>();
-  std::vector<at::Tensor> rows;
-  bool changed = false;
-  for (int64_t c = 0; c < amax.numel(); ++c) {
+  const int64_t channels = counts.size(0);
+  const int64_t len = counts.size(1);
+  std::vector<int64_t> factor(channels, 1);
+  int64_t new_len = 0;  // longest row a growing channel needs; 0 while none grows
+  bool widths_changed = false;
+  bool merged = false;
+  for (int64_t c = 0; c < channels; ++c) {
     const double target = amax_data[c];
-    double width = width_data[c];
+    const double width = width_data[c];
     if (!(target > 0.0)) continue;
     if (width == 0.0) {
       // First non-zero data of this channel: its width is fixed now (only zeros, in bin 0, so far).
       width_data[c] = target / static_cast<double>(options.bins());
-      changed = true;
+      widths_changed = true;
       continue;
     }
-    const int64_t len = counts.size(1);
     const int64_t needed = static_cast<int64_t>(std::ceil(target / width));
     if (needed <= len) continue;
-    int64_t factor = 1;
-    while (ceil_div(needed, factor) > cap) factor *= 2;
-    auto row = counts[c];
-    if (factor > 1) row = merge_bins(row, factor);
-    const int64_t new_len = per_tensor ? std::max(row.size(0), ceil_div(needed, factor)) : len;
-    row = at::constant_pad_nd(row, {0, new_len - row.size(0)});
-    width_data[c] = width * static_cast<double>(factor);
-    if (per_tensor) {
-      counts.set_data(row.unsqueeze(0).contiguous());
-    } else {
-      counts[c].copy_(row);
+    while (ceil_div(needed, factor[c]) > cap) factor[c] *= 2;
+    new_len = std::max(new_len, ceil_div(needed, factor[c]));
+    if (factor[c] > 1) {
+      width_data[c] = width * static_cast<double>(factor[c]);
+      widths_changed = merged = true;
     }
-    changed = true;
   }
-  if (changed) bin_width.set_data(widths.to(bin_width.device()));
+  if (widths_changed) bin_width.set_data(widths.to(bin_width.device()));
+  if (new_len == 0) return;
+  if (!merged) {  // appending only: every row keeps its bins, the tensor gets longer
+    counts.set_data(at::constant_pad_nd(counts, {0, new_len - len}).contiguous());
+    return;
+  }
+  // Merged rows get shorter; the others must keep every bin up to their last non-empty one.
+  auto position = at::arange(1, len + 1, counts.options().dtype(at::kLong));
+  auto ends = (counts.gt(0).to(at::kLong) * position).amax(1).to(at::kCPU).contiguous();
+  for (int64_t c = 0; c < channels; ++c) {
+    if (factor[c] == 1) new_len = std::max(new_len, ends.data_ptr<int64_t>()[c]);
+  }
+  std::vector<at::Tensor> rows;
+  rows.reserve(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    auto row = factor[c] > 1 ? merge_bins(counts[c], factor[c]) : counts[c];
+    rows.push_back(row.size(0) >= new_len ? row.slice(0, 0, new_len)
+                                          : at::constant_pad_nd(row, {0, new_len - row.size(0)}));
+  }
+  counts.set_data(at::stack(rows).contiguous());
 }
 
 void HistogramObserverImpl::add_per_tensor(const at::Tensor& abs_x) {
@@ -128,12 +146,31 @@ void HistogramObserverImpl::add_per_tensor(const at::Tensor& abs_x) {
   counts.add_(hist.to(counts.device(), at::kDouble).unsqueeze(0));
 }
 
+at::Tensor HistogramObserverImpl::channel_last_bins() const {
+  // A channel's own extent is n_c = ceil(max|x|_c / w_c) bins (what a per-tensor histogram of
+  // its data holds); the value on its right edge belongs to its last bin, as with histc.
+  auto abs_max = at::maximum(-min_val, max_val).to(at::kCPU, at::kDouble).contiguous();
+  auto widths = bin_width.to(at::kCPU).contiguous();
+  const int64_t channels = counts.size(0);
+  const int64_t len = counts.size(1);
+  auto last = at::zeros({channels}, at::kLong);
+  for (int64_t c = 0; c < channels; ++c) {
+    const double top = abs_max.data_ptr<double>()[c];
+    const double width = widths.data_ptr<double>()[c];
+    if (!(top > 0.0) || !(width > 0.0)) continue;  // only zeros (or nothing finite) so far
+    const double extent = std::min(std::ceil(top / width), static_cast<double>(len));
+    last.data_ptr<int64_t>()[c] = std::max<int64_t>(static_cast<int64_t>(extent), 1) - 1;
+  }
+  return last;
+}
+
 void HistogramObserverImpl::add_per_channel(const at::Tensor& abs_rows, const at::Tensor& weights) {
   const int64_t channels = abs_rows.size(0);
   const int64_t len = counts.size(1);
   auto width = bin_width.to(abs_rows.device(), at::kFloat);
   auto safe_width = at::where(width > 0, width, at::ones_like(width)).unsqueeze(1);
-  auto index = at::floor(abs_rows / safe_width).clamp(0, len - 1).to(at::kLong);
+  auto last = channel_last_bins().to(abs_rows.device()).unsqueeze(1);
+  auto index = at::minimum(at::floor(abs_rows / safe_width).clamp_max(len - 1).to(at::kLong), last);
   index += (at::arange(channels, index.options()) * len).unsqueeze(1);
   auto hist = weights.defined()
                   ? at::bincount(index.flatten(), weights.flatten(), channels * len)
@@ -144,7 +181,7 @@ void HistogramObserverImpl::add_per_channel(const at::Tensor& abs_rows, const at
 void HistogramObserverImpl::add_per_channel_cpu(const at::Tensor& rows) {
   // One pass over x with no temporaries: threads own disjoint blocks of channels (so their
   // counters never collide), and each reads its columns of every row. The bin index is
-  // floor(|x| / width) in float32, clamped to the last bin: the same arithmetic as
+  // floor(|x| / width) in float32, clamped to the channel's last bin: the same arithmetic as
   // add_per_channel, so both paths count identically.
   const int64_t count = rows.size(0);
   const int64_t channels = rows.size(1);
@@ -156,9 +193,12 @@ void HistogramObserverImpl::add_per_channel_cpu(const at::Tensor& rows) {
   const float* data = rows.data_ptr<float>();
   TORCH_INTERNAL_ASSERT(counts.is_contiguous());
   double* out = counts.data_ptr<double>();
-  const float last = static_cast<float>(len - 1);
+  auto last_bins = channel_last_bins();
+  const int64_t* last = last_bins.data_ptr<int64_t>();
+  std::vector<float> last_float(last, last + channels);  // exact: last < max_bins << 2^24
   // parallel_for hands each thread one large range; walking it in blocks of 32 channels keeps
-  // the counters being hit (32 x 2048 float64: 512 KiB) in L2 instead of missing on each add.
+  // the counters being hit (32 x 2048 float64 at the default bins: 512 KiB) in L2 instead of
+  // missing on each add.
   constexpr int64_t kChannelsPerBlock = 32;
   at::parallel_for(0, channels, kChannelsPerBlock, [&](int64_t begin, int64_t end) {
     for (int64_t block = begin; block < end; block += kChannelsPerBlock) {
@@ -169,7 +209,7 @@ void HistogramObserverImpl::add_per_channel_cpu(const at::Tensor& rows) {
           const float w = width[c] > 0.0f ? width[c] : 1.0f;
           // |x| / w >= 0, so truncation is floor (and avoids a libm floorf call).
           const float q = std::fabs(row[c * col_stride]) / w;
-          out[c * len + (q < last ? static_cast<int64_t>(q) : len - 1)] += 1.0;
+          out[c * len + (q < last_float[c] ? static_cast<int64_t>(q) : last[c])] += 1.0;
         }
       }
     }

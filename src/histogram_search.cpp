@@ -94,6 +94,18 @@ long double kl_at_threshold(const std::vector<double>& bins, const EntropyPrefix
 
 }  // namespace
 
+int64_t last_nonempty_bin(const HistogramView& hist) {
+  for (int64_t j = hist.num_bins - 1; j >= 0; --j) {
+    if (hist.counts[j] > 0.0) return j;
+  }
+  return -1;
+}
+
+// Every search below stops at the last non-empty bin L: the bins after it are padding (a
+// per-channel histogram is as long as its longest channel, and merging pairs of bins leaves
+// empty bins at the end), and a threshold in them would clip nothing while being scored as if
+// it did something, so the searches return the same on a histogram and on its first L + 1 bins.
+
 double amax_percentile(const HistogramView& hist, double percentile) {
   check_histogram(hist, "percentile");
   TORCH_CHECK_VALUE(percentile >= 0.0 && percentile <= 100.0,
@@ -107,7 +119,8 @@ double amax_percentile(const HistogramView& hist, double percentile) {
     cdf += hist.counts[j] / total;
     if (cdf >= target) return static_cast<double>(j) * hist.bin_width;
   }
-  return static_cast<double>(hist.num_bins) * hist.bin_width;
+  // Rounding kept the sum below the target: the end of the data.
+  return static_cast<double>(last_nonempty_bin(hist) + 1) * hist.bin_width;
 }
 
 double amax_entropy(const HistogramView& hist, int64_t num_levels, int64_t start_bin,
@@ -123,11 +136,13 @@ double amax_entropy(const HistogramView& hist, int64_t num_levels, int64_t start
   const EntropyPrefix prefix(bins);
   const long double total = prefix.sum[n];
   TORCH_CHECK_VALUE(total > 0, "entropy: the histogram holds no counts");
+  const int64_t stop = std::min(n, last_nonempty_bin(hist) + 1);
+  if (stop < start_bin) return static_cast<double>(stop) * hist.bin_width;
 
   int64_t best = start_bin;
   long double best_kl = std::numeric_limits<long double>::infinity();
   bool found = false;
-  for (int64_t i = start_bin; i <= n; i += stride) {
+  for (int64_t i = start_bin; i <= stop; i += stride) {
     const long double kl = kl_at_threshold(bins, prefix, i, num_levels, total);
     if (!found || kl <= best_kl) {  // "<=": the last minimum wins, as in NVIDIA's code
       best_kl = kl;
@@ -142,9 +157,13 @@ double amax_mse(const HistogramView& hist, double steps, int64_t start_bin, int6
   check_histogram(hist, "mse");
   check_search_bins(start_bin, stride, "mse");
   TORCH_CHECK_VALUE(steps >= 1.0, "mse: expected at least one quantization step, got ", steps);
-  const int64_t n = hist.num_bins;
-  TORCH_CHECK_VALUE(start_bin < n, "mse: the histogram has ", n, " bins, expected more than ",
-                    "start_bin ", start_bin);
+  TORCH_CHECK_VALUE(start_bin < hist.num_bins, "mse: the histogram has ", hist.num_bins,
+                    " bins, expected more than start_bin ", start_bin);
+  const int64_t last = last_nonempty_bin(hist);
+  TORCH_CHECK_VALUE(last >= 0, "mse: the histogram holds no counts");
+  if (last < start_bin) return (static_cast<double>(last) + 0.5) * hist.bin_width;
+  // Bins past `last` hold nothing: they add no error to any candidate, so the sums stop there.
+  const int64_t n = last + 1;
   const int64_t max_code = static_cast<int64_t>(std::floor(steps));
   std::vector<double> centers(n);
   for (int64_t j = 0; j < n; ++j) centers[j] = (static_cast<double>(j) + 0.5) * hist.bin_width;

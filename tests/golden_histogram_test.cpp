@@ -1,5 +1,6 @@
 // Golden tests: tquant's histogram observer and range searches against NVIDIA ModelOpt 0.47's
-// HistogramCalibrator (num_bits 8, signed, 2048 bins, torch_hist=True).
+// HistogramCalibrator (num_bits 8, signed, 2048 bins, torch_hist=True), per tensor and, with
+// one calibrator per channel, per channel (histogram_per_channel.pt, see the second half).
 //
 // The fixture tests/golden/data/histogram.pt comes from tests/golden/gen_histogram_golden.py;
 // per case it holds the batches, ModelOpt's final histogram (counts and bin edges) and its
@@ -72,6 +73,7 @@ struct GoldenCase {
   at::Tensor edges;          // float32 [B + 1]
   at::Tensor bins_after_batch;
   double bin_width = 0.0;    // edges[1] - edges[0]
+  double abs_max = 0.0;
   double entropy = 0.0;
   double mse = 0.0;          // intended narrow-range MSE search
   std::vector<double> percentiles;
@@ -82,28 +84,71 @@ struct GoldenCase {
   }
 };
 
+/// One calibrator's results (everything run_case stores but the batches).
+GoldenCase parse_case(const std::string& name, const c10::IValue& value,
+                      std::vector<at::Tensor> batches) {
+  GoldenCase c;
+  c.name = name;
+  c.batches = std::move(batches);
+  c.counts = get(value, "counts").toTensor().to(at::kDouble).contiguous();
+  c.edges = get(value, "bin_edges").toTensor().to(at::kDouble).contiguous();
+  c.bins_after_batch = get(value, "bins_after_batch").toTensor();
+  c.bin_width = (c.edges[1] - c.edges[0]).item<double>();
+  c.abs_max = get(value, "abs_max").toTensor().item<double>();
+  c.entropy = get(value, "amax_entropy").toTensor().item<double>();
+  c.mse = get(value, "amax_mse").toTensor().item<double>();
+  auto p = get(value, "percentiles").toTensor().to(at::kDouble).contiguous();
+  auto a = get(value, "amax_percentile").toTensor().to(at::kDouble).contiguous();
+  c.percentiles.assign(p.data_ptr<double>(), p.data_ptr<double>() + p.numel());
+  c.amax_percentile.assign(a.data_ptr<double>(), a.data_ptr<double>() + a.numel());
+  return c;
+}
+
+std::vector<at::Tensor> tensors(const c10::IValue& list) {
+  std::vector<at::Tensor> out;
+  for (const c10::IValue& x : list.toList()) out.push_back(x.toTensor());
+  return out;
+}
+
 const std::vector<GoldenCase>& golden_cases() {
   static const std::vector<GoldenCase> cases = [] {
     std::vector<GoldenCase> out;
     const c10::IValue root = load_fixture("histogram.pt");
     for (const auto& entry : root.toGenericDict()) {
-      const c10::IValue& value = entry.value();
-      GoldenCase c;
-      c.name = entry.key().toStringRef();
-      for (const c10::IValue& x : get(value, "batches").toList()) {
-        c.batches.push_back(x.toTensor());
+      out.push_back(parse_case(entry.key().toStringRef(), entry.value(),
+                               tensors(get(entry.value(), "batches"))));
+    }
+    return out;
+  }();
+  return cases;
+}
+
+/// A per-channel run (histogram_per_channel.pt): the batches, and one ModelOpt calibrator per
+/// channel, fed that channel's slice of every batch (so channels[c].batches are those slices).
+struct PerChannelCase {
+  std::string name;
+  int64_t axis = 0;
+  std::vector<at::Tensor> batches;
+  std::vector<GoldenCase> channels;
+};
+
+const std::vector<PerChannelCase>& per_channel_cases() {
+  static const std::vector<PerChannelCase> cases = [] {
+    std::vector<PerChannelCase> out;
+    const c10::IValue root = load_fixture("histogram_per_channel.pt");
+    for (const auto& entry : root.toGenericDict()) {
+      PerChannelCase pc;
+      pc.name = entry.key().toStringRef();
+      pc.axis = get(entry.value(), "axis").toTensor().item<int64_t>();
+      pc.batches = tensors(get(entry.value(), "batches"));
+      const auto channels = get(entry.value(), "channels").toList();
+      for (size_t c = 0; c < channels.size(); ++c) {
+        std::vector<at::Tensor> slices;
+        for (const auto& x : pc.batches) slices.push_back(x.select(pc.axis, c).contiguous());
+        pc.channels.push_back(parse_case(pc.name + "/c" + std::to_string(c), channels.get(c),
+                                         std::move(slices)));
       }
-      c.counts = get(value, "counts").toTensor().to(at::kDouble).contiguous();
-      c.edges = get(value, "bin_edges").toTensor().to(at::kDouble).contiguous();
-      c.bins_after_batch = get(value, "bins_after_batch").toTensor();
-      c.bin_width = (c.edges[1] - c.edges[0]).item<double>();
-      c.entropy = get(value, "amax_entropy").toTensor().item<double>();
-      c.mse = get(value, "amax_mse").toTensor().item<double>();
-      auto p = get(value, "percentiles").toTensor().to(at::kDouble).contiguous();
-      auto a = get(value, "amax_percentile").toTensor().to(at::kDouble).contiguous();
-      c.percentiles.assign(p.data_ptr<double>(), p.data_ptr<double>() + p.numel());
-      c.amax_percentile.assign(a.data_ptr<double>(), a.data_ptr<double>() + a.numel());
-      out.push_back(std::move(c));
+      out.push_back(std::move(pc));
     }
     return out;
   }();
@@ -222,28 +267,162 @@ TEST(GoldenHistogram, SearchLevelsMatchModelOpt) {
   EXPECT_EQ(tquant::steps_per_amax(int8_narrow_spec()), 127.0);
 }
 
+/// Runs tquant's search for `method` on ModelOpt's own histogram of case `c`: it must pick
+/// ModelOpt's bin (for percentile: at each of the case's percentiles).
+void expect_search_on_its_histogram_picks_the_same_bin(const GoldenCase& c,
+                                                       CalibrationMethod method) {
+  switch (method) {
+    case CalibrationMethod::kEntropy:
+      expect_amax_near(c, "amax_entropy on its histogram", c.entropy,
+                       tquant::amax_entropy(c.view(), tquant::entropy_levels(int8_spec()),
+                                            kStartBin, kStride),
+                       Match::kSameBin);
+      return;
+    case CalibrationMethod::kMse:
+      expect_amax_near(c, "amax_mse on its histogram", c.mse,
+                       tquant::amax_mse(c.view(), tquant::steps_per_amax(int8_narrow_spec()),
+                                        kStartBin, kStride),
+                       Match::kSameBin);
+      return;
+    case CalibrationMethod::kPercentile:
+      for (size_t k = 0; k < c.percentiles.size(); ++k) {
+        expect_amax_near(c, "amax_" + percentile_name(c.percentiles[k]) + " on its hist",
+                         c.amax_percentile[k],
+                         tquant::amax_percentile(c.view(), c.percentiles[k]), Match::kSameBin);
+      }
+      return;
+    case CalibrationMethod::kMax:
+      break;
+  }
+  FAIL() << "max is not a histogram search";
+}
+
 TEST(GoldenHistogram, EntropyOnModelOptHistogramPicksTheSameBin) {
   for (const auto& c : golden_cases()) {
-    const double got = tquant::amax_entropy(c.view(), tquant::entropy_levels(int8_spec()),
-                                            kStartBin, kStride);
-    expect_amax_near(c, "amax_entropy on its histogram", c.entropy, got, Match::kSameBin);
+    expect_search_on_its_histogram_picks_the_same_bin(c, CalibrationMethod::kEntropy);
   }
 }
 
 TEST(GoldenHistogram, MseOnModelOptHistogramPicksTheSameBin) {
   for (const auto& c : golden_cases()) {
-    const double got = tquant::amax_mse(c.view(), tquant::steps_per_amax(int8_narrow_spec()),
-                                        kStartBin, kStride);
-    expect_amax_near(c, "amax_mse on its histogram", c.mse, got, Match::kSameBin);
+    expect_search_on_its_histogram_picks_the_same_bin(c, CalibrationMethod::kMse);
   }
 }
 
 TEST(GoldenHistogram, PercentileOnModelOptHistogramPicksTheSameBin) {
   for (const auto& c : golden_cases()) {
-    for (size_t k = 0; k < c.percentiles.size(); ++k) {
-      const double got = tquant::amax_percentile(c.view(), c.percentiles[k]);
-      expect_amax_near(c, "amax_" + percentile_name(c.percentiles[k]) + " on its hist",
-                       c.amax_percentile[k], got, Match::kSameBin);
+    expect_search_on_its_histogram_picks_the_same_bin(c, CalibrationMethod::kPercentile);
+  }
+}
+
+// Per channel (histogram_per_channel.pt, tests/golden/gen_histogram_per_channel_golden.py):
+// ModelOpt has no per-channel histograms, so its reference is one calibrator per channel. A
+// per-channel observer must hold, in each channel's row, that calibrator's histogram (same
+// width, same bins) and find the same ranges, however differently the channels' ranges grew
+// across the batches (issue 15: merging pairs of bins there changed entropy by up to 295 bins).
+
+HistogramObserver observe_per_channel(const PerChannelCase& pc, const QuantSpec& spec,
+                                      int64_t axis) {
+  HistogramObserver observer{HistogramObserverOptions(
+      QuantSpec(spec).granularity(tquant::Granularity::kPerChannel).axis(axis))};
+  for (const auto& x : pc.batches) {
+    observer->observe(axis == pc.axis ? x : x.movedim(pc.axis, axis).contiguous());
+  }
+  return observer;
+}
+
+/// Non-zero values whose |x| / width lies within float32 rounding (1e-6 relative) of a bin
+/// edge: ModelOpt's histc and tquant's floor(|x| / width) may put them on either side.
+int64_t values_near_edges(const std::vector<at::Tensor>& batches, double width) {
+  int64_t near = 0;
+  for (const auto& x : batches) {
+    auto r = x.abs().to(at::kDouble) / width;
+    auto on_edge = (r - r.round()).abs() <= 1e-6 * r.clamp_min(1.0);
+    near += (r.gt(0) & on_edge).sum().item<int64_t>();
+  }
+  return near;
+}
+
+TEST(GoldenHistogramPerChannel, FixtureHoldsAGrowingCase) {
+  ASSERT_EQ(per_channel_cases().size(), 1u);
+  const auto& pc = per_channel_cases()[0];
+  EXPECT_EQ(pc.name, "per_channel_growing");
+  ASSERT_EQ(pc.channels.size(), static_cast<size_t>(pc.batches[0].size(pc.axis)));
+  // The case is only a test of growth if channels grow, and by different amounts.
+  std::set<int64_t> final_bins;
+  int64_t grown = 0;
+  for (const auto& c : pc.channels) {
+    EXPECT_EQ(c.edges.numel(), c.counts.numel() + 1) << c.name;
+    const int64_t last = c.bins_after_batch[-1].item<int64_t>();
+    final_bins.insert(last);
+    grown += last > c.bins_after_batch[0].item<int64_t>() ? 1 : 0;
+  }
+  EXPECT_GE(grown, static_cast<int64_t>(pc.channels.size()) / 2);
+  EXPECT_GE(final_bins.size(), pc.channels.size() / 2);
+}
+
+TEST(GoldenHistogramPerChannel, HistogramsMatchModelOptChannelByChannel) {
+  for (const auto& pc : per_channel_cases()) {
+    auto observer = observe_per_channel(pc, int8_spec(), pc.axis);
+    ASSERT_EQ(observer->counts.size(0), static_cast<int64_t>(pc.channels.size()));
+    // The channel axis does not matter: the same data along axis 0 count identically.
+    auto moved = observe_per_channel(pc, int8_spec(), pc.axis == 0 ? 1 : 0);
+    EXPECT_TRUE(torch::equal(moved->counts, observer->counts));
+    int64_t longest = 0;
+    for (size_t k = 0; k < pc.channels.size(); ++k) {
+      const auto& c = pc.channels[k];
+      SCOPED_TRACE(c.name);
+      const int64_t bins = c.counts.numel();
+      longest = std::max(longest, bins);
+      EXPECT_EQ(observer->bin_width[k].item<double>(), c.bin_width);
+      auto row = observer->counts[k];
+      const int64_t extent = row.nonzero().max().item<int64_t>() + 1;
+      EXPECT_EQ(extent, bins) << "ModelOpt's bins end where the channel's data end";
+      auto got = row.slice(0, 0, bins);
+      EXPECT_EQ(got.sum().item<double>(), c.counts.sum().item<double>());
+      // Values on a bin edge may fall on either side; each moves one count out of one bin
+      // and into its neighbour.
+      const double moved_counts = (got - c.counts).abs().sum().item<double>();
+      const int64_t near = values_near_edges(c.batches, c.bin_width);
+      std::cout << "[ golden   ] " << c.name << ": " << bins << " bins, |counts - ModelOpt| "
+                << moved_counts << ", values within rounding of an edge " << near << "\n";
+      EXPECT_LE(moved_counts, 2.0 * static_cast<double>(near));
+    }
+    EXPECT_EQ(observer->counts.size(1), longest) << "the tensor is as long as its longest row";
+  }
+}
+
+TEST(GoldenHistogramPerChannel, ObserverRangesWithinOneBinOfModelOpt) {
+  for (const auto& pc : per_channel_cases()) {
+    auto observer = observe_per_channel(pc, int8_spec(), pc.axis);
+    auto narrow = observe_per_channel(pc, int8_narrow_spec(), pc.axis);
+    auto entropy = observer->compute_amax(CalibrationMethod::kEntropy);
+    auto mse = narrow->compute_amax(CalibrationMethod::kMse);
+    auto max = observer->compute_amax(CalibrationMethod::kMax);
+    for (size_t k = 0; k < pc.channels.size(); ++k) {
+      const auto& c = pc.channels[k];
+      EXPECT_EQ(max[k].item<double>(), c.abs_max) << c.name;
+      expect_amax_near(c, "per-channel entropy", c.entropy, entropy[k].item<double>());
+      expect_amax_near(c, "per-channel mse (narrow int8)", c.mse, mse[k].item<double>());
+      for (size_t j = 0; j < c.percentiles.size(); ++j) {
+        const double got = observer
+                               ->compute_amax(CalibrationMethod::kPercentile,
+                                              RangeSearchOptions().percentile(c.percentiles[j]))
+                               [k].item<double>();
+        expect_amax_near(c, "per-channel " + percentile_name(c.percentiles[j]),
+                         c.amax_percentile[j], got);
+      }
+    }
+  }
+}
+
+TEST(GoldenHistogramPerChannel, SearchesOnModelOptHistogramsPickTheSameBin) {
+  for (const auto& pc : per_channel_cases()) {
+    for (const auto& c : pc.channels) {
+      for (auto method : {CalibrationMethod::kEntropy, CalibrationMethod::kMse,
+                          CalibrationMethod::kPercentile}) {
+        expect_search_on_its_histogram_picks_the_same_bin(c, method);
+      }
     }
   }
 }

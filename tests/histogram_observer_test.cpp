@@ -62,6 +62,72 @@ TEST(HistogramSearch, MseKeepsRareHugeOutliersThatCostMoreToClip) {
   EXPECT_LT(amax_percentile(view, 99.99), 12.0);
 }
 
+TEST(HistogramSearch, NoSearchChoosesAThresholdPastTheLastNonEmptyBin) {
+  // Each histogram ends in empty padding, as a per-channel row shorter than its tensor or a
+  // histogram whose bins were merged in pairs does. A search must give the same result as on
+  // the histogram cut after its last non-empty bin L, and so never more than (L + 1) * width.
+  struct Case {
+    const char* name;
+    std::vector<double> counts;
+    int64_t start_bin;
+  };
+  std::vector<Case> cases;
+  // Uniform counts of 1 in bins [0, 1024) of 2048: every threshold from 1024 on has KL 0, so
+  // the last-minimum rule picked the last padded bin, 2048.
+  std::vector<double> uniform(2048, 0.0);
+  std::fill(uniform.begin(), uniform.begin() + 1024, 1.0);
+  cases.push_back({"uniform", uniform, 128});
+  // Counts on bins 1, 4, 7, ..., 151 of 256: with 127 steps the candidate centre 190.5 puts
+  // every one of them exactly on the grid (step 1.5), error 0, so MSE picked it, in padding.
+  std::vector<double> comb(256, 0.0);
+  for (int j = 1; j <= 151; j += 3) comb[j] = 1.0;
+  cases.push_back({"comb", comb, 128});
+  // Ten counts of 1: the running sum of 0.1 stays below 1, so percentile 100 fell back to the
+  // histogram's last edge.
+  std::vector<double> ten(300, 0.0);
+  std::fill(ten.begin(), ten.begin() + 10, 1.0);
+  cases.push_back({"ten", ten, 1});
+  // Laplace-like decay over 700 bins of 2048.
+  std::vector<double> decay(2048, 0.0);
+  for (int j = 0; j < 700; ++j) decay[j] = std::floor(5000.0 * std::exp(-j / 90.0)) + 1.0;
+  cases.push_back({"decay", decay, 128});
+
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const double width = 0.25;
+    const HistogramView padded{c.counts.data(), static_cast<int64_t>(c.counts.size()), width};
+    const int64_t last = last_nonempty_bin(padded);
+    const HistogramView cut{c.counts.data(), last + 1, width};
+    const double end = static_cast<double>(last + 1) * width;
+    const double entropy = amax_entropy(padded, 128, c.start_bin);
+    const double mse = amax_mse(padded, 127.0, c.start_bin);
+    const double percentile = amax_percentile(padded, 100.0);
+    EXPECT_LE(entropy, end);
+    EXPECT_LE(mse, end);
+    EXPECT_LE(percentile, end);
+    if (c.start_bin <= last) {
+      EXPECT_EQ(entropy, amax_entropy(cut, 128, c.start_bin));
+      EXPECT_EQ(mse, amax_mse(cut, 127.0, c.start_bin));
+    }
+    EXPECT_EQ(percentile, amax_percentile(cut, 100.0));
+    EXPECT_EQ(amax_percentile(padded, 99.9), amax_percentile(cut, 99.9));
+  }
+  EXPECT_EQ(last_nonempty_bin(HistogramView{uniform.data(), 2048, 1.0}), 1023);
+  EXPECT_EQ(amax_entropy(HistogramView{uniform.data(), 2048, 1.0}, 128), 1024.0);
+  EXPECT_LE(amax_mse(HistogramView{comb.data(), 256, 1.0}, 127.0), 151.5);
+  EXPECT_EQ(amax_percentile(HistogramView{ten.data(), 300, 1.0}, 100.0), 10.0);
+}
+
+TEST(HistogramSearch, DataEndingBeforeStartBinKeepTheWholeRange) {
+  // All data in bins [0, 50), searches starting at bin 128: no candidate lies in the data, so
+  // the result covers all of it rather than a threshold in the empty bins.
+  std::vector<double> counts(256, 0.0);
+  for (int j = 0; j < 50; ++j) counts[j] = 100.0 - j;
+  const HistogramView view{counts.data(), 256, 0.5};
+  EXPECT_EQ(amax_entropy(view, 128, 128), 50 * 0.5);
+  EXPECT_EQ(amax_mse(view, 127.5, 128), 49.5 * 0.5);
+}
+
 TEST(HistogramSearch, SearchSettingsAreValidated) {
   std::vector<double> counts(64, 1.0);
   HistogramView view{counts.data(), 64, 1.0};
@@ -131,8 +197,8 @@ TEST(HistogramObserver, PerChannelHistogramsAreIndependent) {
   torch::manual_seed(4);
   auto x = torch::randn({4096, 3}) * torch::tensor({1.0f, 10.0f, 100.0f});
   observer->observe(x);
-  observer->observe(x * 2);  // channels grow: pairs merge, counts kept
-  EXPECT_EQ(observer->counts.sizes(), torch::IntArrayRef({3, 2048}));
+  observer->observe(x * 2);  // each channel's range doubles: bins of its width are appended
+  EXPECT_EQ(observer->counts.sizes(), torch::IntArrayRef({3, 4096}));
   EXPECT_TRUE(torch::allclose(observer->counts.sum(1), torch::full({3}, 8192.0, torch::kDouble)));
   auto amax = observer->compute_amax(CalibrationMethod::kPercentile);
   ASSERT_EQ(amax.sizes(), torch::IntArrayRef({3}));
@@ -162,6 +228,101 @@ TEST(HistogramObserver, PerChannelMatchesOnePerTensorObserverPerChannel) {
           << "channel " << c << " " << to_string(method);
     }
   }
+}
+
+namespace {
+
+/// Three batches [rows, 5] whose range grows differently per channel: channel 0 keeps its
+/// scale, 1 and 2 grow every batch (x1.3, x1.7), 3 grows once (x2.5 at the last batch), 4
+/// shrinks. Student-t tails (normal / sqrt(chi^2_3 / 3)) cut at 6 so that entropy and MSE
+/// clip, and a planted +-8 in row 0, so each batch's range is exactly 8 x its scale.
+std::vector<torch::Tensor> growing_batches(int64_t seed) {
+  torch::manual_seed(seed);
+  const std::vector<std::vector<float>> scales = {
+      {1.0f, 1.0f, 1.0f}, {1.0f, 1.3f, 1.69f}, {0.2f, 0.34f, 0.578f}, {3.0f, 3.0f, 7.5f},
+      {2.0f, 1.6f, 1.28f}};
+  std::vector<torch::Tensor> batches;
+  for (int64_t b = 0; b < 3; ++b) {
+    const int64_t rows = std::vector<int64_t>{4099, 3001, 5003}[b];
+    auto normal = torch::randn({rows, 5});
+    auto chi2 = torch::randn({rows, 5, 3}).pow(2).sum(2) / 3;
+    auto t = (normal / chi2.sqrt()).clamp(-6.0, 6.0);
+    t[0] = torch::tensor({8.0f, -8.0f, 8.0f, -8.0f, 8.0f});
+    std::vector<float> scale;
+    for (const auto& s : scales) scale.push_back(s[b]);
+    batches.push_back(t * torch::tensor(scale));
+  }
+  return batches;
+}
+
+/// Per-channel observer on `batches` against one per-tensor observer per channel fed the same
+/// channel's values: same bin width, same extent (bins up to the last non-empty one), and every
+/// method's amax within one bin of the per-tensor grid.
+void expect_channels_match_per_tensor(const std::vector<torch::Tensor>& batches,
+                                      const HistogramObserverOptions& options) {
+  HistogramObserver per_channel(HistogramObserverOptions(options).spec(
+      QuantSpec().granularity(Granularity::kPerChannel).axis(1)));
+  for (const auto& x : batches) per_channel->observe(x);
+  const auto max_bins = options.max_bins() > 0 ? options.max_bins() : 16 * options.bins();
+  EXPECT_LE(per_channel->counts.size(1), max_bins);
+  for (int64_t c = 0; c < batches[0].size(1); ++c) {
+    SCOPED_TRACE("channel " + std::to_string(c));
+    HistogramObserver single(options);
+    for (const auto& x : batches) single->observe(x.select(1, c).contiguous());
+    const double width = single->bin_width.item<double>();
+    EXPECT_EQ(per_channel->bin_width[c].item<double>(), width);
+    auto row = per_channel->counts[c];
+    const int64_t extent = row.nonzero().max().item<int64_t>() + 1;
+    EXPECT_EQ(extent, single->counts.size(1)) << "bins up to the channel's largest value";
+    EXPECT_EQ(row.sum().item<double>(), single->counts.sum().item<double>());
+    for (auto method : {CalibrationMethod::kMax, CalibrationMethod::kPercentile,
+                        CalibrationMethod::kEntropy, CalibrationMethod::kMse}) {
+      for (double p : {99.0, 99.9, 99.99}) {
+        if (method != CalibrationMethod::kPercentile && p != 99.99) continue;
+        const auto search = RangeSearchOptions(options.search()).percentile(p);
+        const double got = per_channel->compute_amax(method, search)[c].item<double>();
+        const double expected = single->compute_amax(method, search).item<double>();
+        EXPECT_LE(std::abs(got - expected), width)
+            << to_string(method) << " (p " << p << "): per channel " << got << ", per tensor "
+            << expected << " (" << (got - expected) / width << " bins)";
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST(HistogramObserver, PerChannelRangesThatGrowMatchPerTensorObservers) {
+  // Each channel appends bins of its first width as its range grows, as the per-tensor
+  // observer (and NVIDIA's calibrator) does, so batching changes nothing per channel.
+  const auto batches = growing_batches(11);
+  expect_channels_match_per_tensor(batches, HistogramObserverOptions());
+  HistogramObserver observer(HistogramObserverOptions(
+      QuantSpec().granularity(Granularity::kPerChannel).axis(1)));
+  for (const auto& x : batches) observer->observe(x);
+  // Channel 3 grew 2.5x: its 2048 bins became about 5120, and the tensor is that long.
+  EXPECT_GT(observer->counts.size(1), 2 * 2048);
+}
+
+TEST(HistogramObserver, PerChannelGrowthPastMaxBinsMergesLikePerTensor) {
+  // max_bins bounds memory: counts holds at most C x max_bins values. A channel that outgrows
+  // it merges its bins in groups of 2^k exactly as a per-tensor observer with the same options.
+  // Here 256 bins, at most 384: channel 1 appends (x1.3) then merges (x1.69), 2 merges then
+  // appends, 3 merges once (x2.5, 640 bins needed).
+  const auto batches = growing_batches(12);
+  auto options = HistogramObserverOptions().bins(256).max_bins(384).search(
+      RangeSearchOptions().start_bin(16));
+  expect_channels_match_per_tensor(batches, options);
+  auto spec = QuantSpec().granularity(Granularity::kPerChannel).axis(1);
+  HistogramObserver first(HistogramObserverOptions(options).spec(spec));
+  HistogramObserver all(HistogramObserverOptions(options).spec(spec));
+  first->observe(batches[0]);
+  for (const auto& x : batches) all->observe(x);
+  auto factor = all->bin_width / first->bin_width;
+  EXPECT_TRUE(torch::equal(factor, torch::tensor({1.0, 2.0, 2.0, 2.0, 1.0}, torch::kDouble)))
+      << factor;
+  // The longest row: channel 2's 370 bins (merged to 218 at x1.7, then appended up to x2.89).
+  EXPECT_EQ(all->counts.size(1), 370);
 }
 
 TEST(HistogramObserver, AffineSpecKeepsOneSidedRange) {

@@ -19,9 +19,10 @@ struct HistogramObserverOptions {
   TORCH_ARG(QuantSpec, spec);
   /// Bins of the first batch's histogram (NVIDIA and torch.ao default: 2048).
   TORCH_ARG(int64_t, bins) = 2048;
-  /// Per-tensor histograms grow by appending bins of the same width when a larger |x| arrives
-  /// (as NVIDIA's calibrator does); past max_bins, adjacent bins are merged in pairs. 0 means
-  /// 16 * bins. Per-channel histograms always keep `bins` bins and merge pairs to grow.
+  /// Histograms grow by appending bins of the same width when a larger |x| arrives (as
+  /// NVIDIA's calibrator does), each channel on its own; past max_bins, adjacent bins are
+  /// merged in groups of 2, 4, ... 0 means 16 * bins. `counts` never holds more than
+  /// C * max_bins values (8 bytes each).
   TORCH_ARG(int64_t, max_bins) = 0;
   TORCH_ARG(CalibrationMethod, method) = CalibrationMethod::kPercentile;
   TORCH_ARG(RangeSearchOptions, search);
@@ -36,8 +37,11 @@ struct HistogramObserverOptions {
 /// Symmetric specs use [-amax, amax]. Affine specs use the observed [min, max] clipped to
 /// [-amax, amax], so a one-sided activation (after ReLU or GELU) keeps its sign information.
 ///
-/// Buffers: counts [C, B] (float64), bin_width [C] (float64), min_val and max_val [C]
-/// (float32); C = 1 for per-tensor. All empty before the first batch.
+/// Buffers: counts [C, L] (float64), bin_width [C] (float64), min_val and max_val [C]
+/// (float32); C = 1 for per-tensor, L = bins until a range grows, never above max_bins.
+/// Channel c's bin i covers [i * bin_width[c], (i + 1) * bin_width[c]); each channel's row
+/// holds what a per-tensor observer of that channel's data alone would (same width, same
+/// bins), zero-padded to L, the longest channel's bin count. All empty before the first batch.
 ///
 /// Example:
 ///   tquant::HistogramObserver observer;
@@ -85,6 +89,8 @@ class HistogramObserverImpl : public torch::nn::Cloneable<HistogramObserverImpl>
   void add_per_channel(const at::Tensor& abs_rows, const at::Tensor& weights);
   /// Fused CPU float32 path of add_per_channel; rows: [M, C] (any strides) of raw values.
   void add_per_channel_cpu(const at::Tensor& rows);
+  /// Per channel, the last bin of its own extent ceil(max|x| / width) (int64 [C], CPU).
+  at::Tensor channel_last_bins() const;
   at::Tensor shape_for_spec(const at::Tensor& per_channel) const;
 };
 TORCH_MODULE(HistogramObserver);

@@ -21,11 +21,15 @@ CalibrationMethod calibration_method_from_string(const std::string& name);
 
 /// A histogram of |x| with bins of equal width starting at 0: bin i covers
 /// [i * bin_width, (i + 1) * bin_width), the last bin also holds its right edge.
+/// Bins past the last non-empty one (padding) never change what a search returns.
 struct HistogramView {
   const double* counts = nullptr;
   int64_t num_bins = 0;
   double bin_width = 0.0;
 };
+
+/// Index of the last bin with a positive count, or -1 when every bin is empty.
+int64_t last_nonempty_bin(const HistogramView& hist);
 
 /// Search settings; defaults are NVIDIA's HistogramCalibrator.compute_amax defaults.
 struct RangeSearchOptions {
@@ -37,22 +41,27 @@ struct RangeSearchOptions {
 };
 
 /// Left edge of the first bin whose cumulative fraction reaches percentile / 100
-/// (NVIDIA's _compute_amax_percentile: searchsorted on the CDF, then bin_edges[idx]).
+/// (NVIDIA's _compute_amax_percentile: searchsorted on the CDF, then bin_edges[idx]). When
+/// float rounding keeps the CDF below the target, the right edge of the last non-empty bin L,
+/// (L + 1) * bin_width (NVIDIA: the last edge, which is the same when no bin is padding).
 double amax_percentile(const HistogramView& hist, double percentile);
 
 /// KL-divergence search as in TensorRT's entropy calibrator and NVIDIA's
 /// _compute_amax_entropy: bin 0 takes bin 1's count (to damp the spike of zeros); for each
-/// threshold i from start_bin to num_bins, P = bins[0, i) with the tail added to the last bin,
-/// Q = the same bins merged into `num_levels` groups (group of bin j = floor(j * levels / i)),
-/// each group's count spread evenly over its non-empty bins. The threshold with the smallest
-/// KL(P || Q) wins; on ties the last one, as NVIDIA's code does. Returns i * bin_width.
+/// threshold i from start_bin to min(num_bins, L + 1), L the last non-empty bin, P = bins[0, i)
+/// with the tail added to the last bin, Q = the same bins merged into `num_levels` groups (group
+/// of bin j = floor(j * levels / i)), each group's count spread evenly over its non-empty bins.
+/// The threshold with the smallest KL(P || Q) wins; on ties the last one, as NVIDIA's code does.
+/// Returns i * bin_width; when the data end before start_bin (L + 1 < start_bin), the range of
+/// all data, (L + 1) * bin_width.
 double amax_entropy(const HistogramView& hist, int64_t num_levels, int64_t start_bin = 128,
                     int64_t stride = 1);
 
-/// MSE search as in NVIDIA's _compute_amax_mse: each bin centre c_i (start_bin <= i < num_bins)
-/// is tried as amax; the error is sum_j counts_j * (c_j - fq(c_j))^2 where fq
-/// quantizes to `steps` levels per amax (round half to even, clamped at floor(steps)).
-/// The first minimum wins.
+/// MSE search as in NVIDIA's _compute_amax_mse: each bin centre c_i
+/// (start_bin <= i <= min(num_bins - 1, L), L the last non-empty bin) is tried as amax; the
+/// error is sum_j counts_j * (c_j - fq(c_j))^2 where fq quantizes to `steps` levels per amax
+/// (round half to even, clamped at floor(steps)). The first minimum wins. When the data end
+/// before start_bin (L < start_bin), the centre of bin L.
 double amax_mse(const HistogramView& hist, double steps, int64_t start_bin = 128,
                 int64_t stride = 1);
 
