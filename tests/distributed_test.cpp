@@ -41,6 +41,7 @@ constexpr int64_t kRowsPerBatch = 9;
 constexpr int64_t kQatSteps = 3;
 constexpr int64_t kQatRowsPerRank = 4;
 constexpr double kLearningRate = 0.05;
+constexpr double kFloat32Epsilon = 1.0 / (1 << 23);
 
 struct NetImpl : torch::nn::Module {
   explicit NetImpl(int64_t hidden2 = 5) {
@@ -443,9 +444,13 @@ void check_calibrate_and_train(int world) {
         << q;
     // Counts another rank binned on its own grid were spread over the common grid: the
     // searched amax lies within one bin of the single process's.
-    auto amax_gap = (mine.at("calib/" + q + "/amax") - single.at(q + "/amax")).abs().to(at::kDouble);
+    // amax is float32: one bin plus a few float32 ulps of amax.
+    const auto amax = mine.at("calib/" + q + "/amax").to(at::kDouble);
+    const auto amax_single = single.at(q + "/amax").to(at::kDouble);
+    auto amax_gap = (amax - amax_single).abs();
     auto width = single.at(q + "/bin_width").reshape(amax_gap.sizes());
-    EXPECT_TRUE((amax_gap <= width).all().item<bool>())
+    auto allowed = width + 4 * kFloat32Epsilon * at::maximum(amax, amax_single);
+    EXPECT_TRUE((amax_gap <= allowed).all().item<bool>())
         << q << ": amax gap " << amax_gap << " vs bin width " << width;
     std::cout << "[ distributed ] " << world << " ranks: " << q << " amax gap to one process: "
               << (amax_gap / width).max().item<double>() << " bins\n";
