@@ -153,10 +153,7 @@ torch::nn::Sequential copy_of(const torch::nn::Sequential& model) {
       std::dynamic_pointer_cast<torch::nn::SequentialImpl>(model->clone()));
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const Options options = parse(argc, argv);
+int run(const Options& options) {
   at::set_num_threads(options.threads);
   const tquant_cnn::Digits digits = tquant_cnn::load_digits(options.data, kTestCount);
   std::printf("digits: %lld training and %lld test images of 8x8 (%s)\n",
@@ -208,4 +205,16 @@ int main(int argc, char** argv) {
                 row.ms_test_set, row.ms_one);
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options options = parse(argc, argv);
+  try {
+    return run(options);
+  } catch (const c10::Error& error) {
+    std::fprintf(stderr, "%s\n", error.what_without_backtrace());
+    return 1;
+  }
 }
