@@ -104,6 +104,8 @@ EnvProcessGroup process_group_from_env(const ProcessGroupOptions& options) {
                         ": expected device_type CPU (Gloo) or CUDA (NCCL), got ",
                         options.device_type());
     }
+  } catch (const c10::NotImplementedError&) {
+    throw;  // built without gloo headers / NCCL: that error says what to do
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, kWhat, ": rank ", rank, " of ", world, " could not build group '", name,
                 "' within ", options.timeout().count(), " ms (a rank never arrived?): ",
