@@ -211,6 +211,9 @@ at::Tensor int8_attention_cpu(const at::Tensor& q_in, const at::Tensor& k_in,
       for (int64_t i0 = 0; i0 < s.lq; i0 += kQueryBlock) {
         const int64_t rows = std::min(kQueryBlock, s.lq - i0);
         for (int64_t i = 0; i < rows; ++i) {
+          if (i0 + i + detail::kPrefetchRows < s.lq) {
+            detail::prefetch_row(qs + (i0 + i + detail::kPrefetchRows) * q.stride(2), s.d);
+          }
           // Signed codes + 128 as uint8; comp removes 128 * column sums of k's codes.
           row_ok[i] = detail::quantize_row_avx512(qs + (i0 + i) * q.stride(2), s.d, inv_q, 128,
                                    qa.data() + i * lda_q);

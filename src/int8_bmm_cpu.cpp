@@ -43,13 +43,30 @@ BmmShape check_bmm_inputs(const at::Tensor& a, const at::Tensor& b, double a_sca
           a.size(-2), a.size(-1), b.size(-1)};
 }
 
-// [batch..., r, c] float32 expanded to the broadcast batch shape and viewed as [B, r, c]
-// (a reshape that copies only when the expanded batch dimensions cannot be flattened).
-at::Tensor as_batched(const at::Tensor& x, const std::vector<int64_t>& batch) {
+// x float32 expanded to [batch..., r, c] with unit stride along one of its last two dimensions
+// (no copy when it already has one: the transposed keys of attention read as columns).
+at::Tensor expanded(const at::Tensor& x, const std::vector<int64_t>& batch) {
   std::vector<int64_t> shape = batch;
   shape.push_back(x.size(-2));
   shape.push_back(x.size(-1));
-  return x.to(at::kFloat).expand(shape).reshape({-1, x.size(-2), x.size(-1)});
+  at::Tensor e = x.to(at::kFloat).expand(shape);
+  return e.stride(-1) == 1 || e.stride(-2) == 1 ? e : e.contiguous().expand(shape);
+}
+
+// Element offset of each of the flattened batch entries of x [batch..., r, c] (row-major
+// order over the batch dimensions, any strides, 0 for broadcast ones).
+std::vector<int64_t> batch_offsets(const at::Tensor& x) {
+  const int64_t dims = x.dim() - 2;
+  std::vector<int64_t> offsets{0};
+  for (int64_t d = 0; d < dims; ++d) {
+    std::vector<int64_t> next;
+    next.reserve(offsets.size() * static_cast<size_t>(x.size(d)));
+    for (int64_t base : offsets) {
+      for (int64_t i = 0; i < x.size(d); ++i) next.push_back(base + i * x.stride(d));
+    }
+    offsets = std::move(next);
+  }
+  return offsets;
 }
 
 }  // namespace
@@ -58,14 +75,15 @@ at::Tensor int8_bmm_cpu(const at::Tensor& a_in, const at::Tensor& b_in, double a
                         double b_scale) {
   const BmmShape s = check_bmm_inputs(a_in, b_in, a_scale, b_scale);
   if (!int8_cpu_kernels_available()) return int8_bmm_ref(a_in, b_in, a_scale, b_scale);
-  at::Tensor a = as_batched(a_in, s.batch);
+  at::Tensor a = expanded(a_in, s.batch);
   if (a.stride(-1) != 1) a = a.contiguous();
-  at::Tensor b = as_batched(b_in, s.batch);
   // B's packing reads float rows with unit stride: rows of b (K index) or rows of b^T.
-  if (b.stride(-1) != 1 && b.stride(-2) != 1) b = b.contiguous();
+  const at::Tensor b = expanded(b_in, s.batch);
   const bool b_rows = b.stride(-1) == 1;
+  const std::vector<int64_t> a_offsets = batch_offsets(a), b_offsets = batch_offsets(b);
+  const int64_t batches = static_cast<int64_t>(a_offsets.size());
 
-  at::Tensor out = at::empty({a.size(0), s.m, s.n}, a.options());
+  at::Tensor out = at::empty({batches, s.m, s.n}, a.options());
   const auto layout = detail::VnniLayout::for_shape(s.k, s.n);
   const int64_t lda = layout.k4 * 4, ldc = layout.n16 * 16;
   const float inv_a = 1.0f / static_cast<float>(a_scale);
@@ -75,7 +93,7 @@ at::Tensor int8_bmm_cpu(const at::Tensor& a_in, const at::Tensor& b_in, double a
   const float* ap = a.data_ptr<float>();
   const float* bp = b.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, a.size(0), 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batches, 1, [&](int64_t begin, int64_t end) {
     std::vector<uint8_t> qa(static_cast<size_t>(s.m * lda));
     std::vector<int8_t> packed(static_cast<size_t>(layout.bytes()));
     std::vector<int32_t> comp(static_cast<size_t>(ldc));
@@ -84,17 +102,21 @@ at::Tensor int8_bmm_cpu(const at::Tensor& a_in, const at::Tensor& b_in, double a
     std::vector<int32_t> acc(static_cast<size_t>(s.m * ldc));
     std::vector<int8_t> scratch;
     for (int64_t i = begin; i < end; ++i) {
-      const float* bi = bp + i * b.stride(0);
+      const float* bi = bp + b_offsets[static_cast<size_t>(i)];
+      bool b_finite;
       if (b_rows) {
-        detail::pack_b_avx512(bi, s.k, s.n, b.stride(1), inv_b, /*rows_are_k=*/true, layout,
+        b_finite = detail::pack_b_avx512(bi, s.k, s.n, b.stride(-2), inv_b, /*rows_are_k=*/true, layout,
                               packed.data(), comp.data(), bad_columns.data(), scratch);
       } else {
-        detail::pack_b_avx512(bi, s.n, s.k, b.stride(2), inv_b, /*rows_are_k=*/false, layout,
+        b_finite = detail::pack_b_avx512(bi, s.n, s.k, b.stride(-1), inv_b, /*rows_are_k=*/false, layout,
                               packed.data(), comp.data(), bad_columns.data(), scratch);
       }
-      const float* ai = ap + i * a.stride(0);
+      const float* ai = ap + a_offsets[static_cast<size_t>(i)];
       for (int64_t r = 0; r < s.m; ++r) {
-        row_ok[r] = detail::quantize_row_avx512(ai + r * a.stride(1), s.k, inv_a, 128,
+        if (r + detail::kPrefetchRows < s.m) {
+          detail::prefetch_row(ai + (r + detail::kPrefetchRows) * a.stride(-2), s.k);
+        }
+        row_ok[r] = detail::quantize_row_avx512(ai + r * a.stride(-2), s.k, inv_a, 128,
                                                 qa.data() + r * lda);
       }
       detail::gemm_u8s8s32_vnni(qa.data(), lda, packed.data(), layout, comp.data(), acc.data(),
@@ -106,6 +128,7 @@ at::Tensor int8_bmm_cpu(const at::Tensor& a_in, const at::Tensor& b_in, double a
           continue;
         }
         detail::dequantize_row_avx512(acc.data() + r * ldc, s.n, out_scale, orow);
+        if (b_finite) continue;
         for (int64_t c = 0; c < s.n; ++c) {
           if (bad_columns[c]) orow[c] = kNaN;
         }

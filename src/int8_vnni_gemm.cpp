@@ -175,6 +175,10 @@ TQUANT_AVX512 void dequantize_row_avx512(const int32_t* acc, int64_t n, float sc
 
 #pragma GCC diagnostic pop
 
+void prefetch_row(const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(x + i, 0, 3);
+}
+
 bool pack_b_avx512(const float* x, int64_t rows, int64_t n, int64_t stride, float inv,
                    bool rows_are_k, VnniLayout layout, int8_t* packed, int32_t* comp,
                    char* bad_columns, std::vector<int8_t>& scratch) {
@@ -187,6 +191,7 @@ bool pack_b_avx512(const float* x, int64_t rows, int64_t n, int64_t stride, floa
   bool all_finite = true;
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * stride;
+    if (r + kPrefetchRows < rows) prefetch_row(xr + kPrefetchRows * stride, n);
     const bool finite = quantize_row_avx512(xr, n, inv, 0, reinterpret_cast<uint8_t*>(codes));
     all_finite = all_finite && finite;
     if (rows_are_k) {  // B[r, c] = codes[c]

@@ -60,6 +60,13 @@ bool pack_b_avx512(const float* x, int64_t rows, int64_t n, int64_t stride, floa
                    bool rows_are_k, VnniLayout layout, int8_t* packed, int32_t* comp,
                    char* bad_columns, std::vector<int8_t>& scratch);
 
+/// Asks the cache for the n floats at x (one prefetch per 64-byte line). The operands of
+/// attention are rows of one head inside [B, L, heads * head_dim] tensors: short rows at a
+/// large stride, which the hardware prefetchers miss, so the row loops prefetch a few rows ahead.
+void prefetch_row(const float* x, int64_t n);
+/// How many rows ahead the row loops prefetch.
+constexpr int64_t kPrefetchRows = 6;
+
 /// out[j] = float(acc[j]) * scale, j < n.
 void dequantize_row_avx512(const int32_t* acc, int64_t n, float scale, float* out);
 

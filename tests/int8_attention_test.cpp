@@ -254,6 +254,7 @@ TEST(QuantAttention, FloatModeIsScaledDotProductAttention) {
   const at::Tensor mask = at::randn({2, 1, 1, 9});
   EXPECT_TRUE(at::equal(attention(c.q, c.k, c.v, mask),
                         at::scaled_dot_product_attention(c.q, c.k, c.v, mask)));
+  EXPECT_TRUE(at::equal(attention(c.q, c.k, c.v), at::scaled_dot_product_attention(c.q, c.k, c.v)));
   // Observe mode writes the product out: the same values up to float rounding.
   attention->set_qconfig(static_int8());
   attention->set_mode(QuantMode::kObserve);
@@ -296,15 +297,15 @@ TEST(QuantAttention, ConvertedStateLoadsIntoAFreshModule) {
   const AttentionCase c = attention_case(1, 2, 8, 8, 16, 16);
   QuantAttention attention = calibrated_attention(c, {});
   ASSERT_TRUE(attention->convert().converted);
-  torch::nn::Module parent;
-  parent.register_module("attention", attention);
+  auto parent = std::make_shared<torch::nn::Module>();
+  parent->register_module("attention", attention);
   const auto path =
       (std::filesystem::temp_directory_path() / "tquant_attention_test.safetensors").string();
-  save_state(parent, path);
-  torch::nn::Module fresh_parent;
+  save_state(*parent, path);
+  auto fresh_parent = std::make_shared<torch::nn::Module>();
   QuantAttention fresh;
-  fresh_parent.register_module("attention", fresh);
-  load_state(fresh_parent, path);
+  fresh_parent->register_module("attention", fresh);
+  load_state(*fresh_parent, path);
   std::filesystem::remove(path);
   EXPECT_EQ(fresh->mode(), QuantMode::kConverted);
   EXPECT_TRUE(at::equal(fresh(c.q, c.k, c.v), attention(c.q, c.k, c.v)));

@@ -137,7 +137,9 @@ at::Tensor QuantAttentionImpl::forward(const at::Tensor& q, const at::Tensor& k,
   check_inputs(q, k, v, attn_mask);
   if (mode_ == QuantMode::kConverted) return converted_forward(q, k, v, attn_mask);
   if (mode_ == QuantMode::kFloat || query_quantizer.is_empty()) {
-    return at::scaled_dot_product_attention(q, k, v, attn_mask,
+    const std::optional<at::Tensor> mask =
+        attn_mask.defined() ? std::optional<at::Tensor>(attn_mask) : std::nullopt;
+    return at::scaled_dot_product_attention(q, k, v, mask,
                                             is_training() ? options.dropout() : 0.0,
                                             /*is_causal=*/false, softmax_scale(q));
   }

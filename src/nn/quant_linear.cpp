@@ -212,19 +212,13 @@ void QuantLinearImpl::install_converted(const std::string& scheme, at::Tensor co
   }
   mode_ = QuantMode::kConverted;
   converted_scheme_ = scheme;
-  packed_ = Int8Weight();
-  packed_codes_ = nullptr;
+  packed_.clear();
+  if (scheme.rfind("int8_", 0) == 0 && weight_int8.device().is_cpu()) packed_weight();
 }
 
-const Int8Weight& QuantLinearImpl::packed_weight() {
-  const int64_t version = weight_int8._version() + weight_scale._version();
-  if (!packed_.defined() || packed_codes_ != weight_int8.const_data_ptr() ||
-      packed_version_ != version) {
-    packed_ = prepare_int8_weight(weight_int8, weight_scale);
-    packed_codes_ = weight_int8.const_data_ptr();
-    packed_version_ = version;
-  }
-  return packed_;
+std::shared_ptr<const Int8Weight> QuantLinearImpl::packed_weight() {
+  return packed_.get({&weight_int8, &weight_scale},
+                     [&] { return prepare_int8_weight(weight_int8, weight_scale); });
 }
 
 at::Tensor QuantLinearImpl::converted_forward(const at::Tensor& input) {
@@ -259,8 +253,9 @@ at::Tensor QuantLinearImpl::converted_forward(const at::Tensor& input) {
   const at::Tensor x = input.to(at::kFloat);
   const c10::optional<at::Tensor> b =
       bias.defined() ? c10::optional<at::Tensor>(bias.to(at::kFloat)) : c10::nullopt;
-  const at::Tensor y = static_scale ? int8_linear_static(x, *static_scale, packed_weight(), b)
-                                     : int8_linear_dynamic(x, packed_weight(), b);
+  const std::shared_ptr<const Int8Weight> packed = packed_weight();
+  const at::Tensor y = static_scale ? int8_linear_static(x, *static_scale, *packed, b)
+                                     : int8_linear_dynamic(x, *packed, b);
   return y.to(input.scalar_type());
 }
 

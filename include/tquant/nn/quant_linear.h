@@ -11,6 +11,7 @@
 
 #include "tquant/fake_quantize.h"
 #include "tquant/gemm.h"
+#include "tquant/nn/derived_cache.h"
 #include "tquant/nn/host_scalar.h"
 #include "tquant/nn/quant_mode.h"
 #include "tquant/nn/quantizable.h"
@@ -127,9 +128,9 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   void install_converted(const std::string& scheme, at::Tensor codes, at::Tensor scale,
                          at::Tensor static_input_scale);
   at::Tensor converted_forward(const at::Tensor& input);
-  /// The int8 weight prepacked for the CPU GEMM, rebuilt when the codes or scales change
-  /// (load_state, to(device)).
-  const Int8Weight& packed_weight();
+  /// The int8 weight prepacked for the CPU GEMM: built at convert, rebuilt (once, under a lock)
+  /// when the codes or scales change (load_state, to(device)).
+  std::shared_ptr<const Int8Weight> packed_weight();
   void install_quantizers();
   void apply_mode();
   void check_input(const at::Tensor& input) const;
@@ -137,9 +138,7 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   std::optional<QConfig> qconfig_;
   QuantMode mode_ = QuantMode::kFloat;
   std::string converted_scheme_;
-  Int8Weight packed_;
-  const void* packed_codes_ = nullptr;
-  int64_t packed_version_ = -1;
+  detail::DerivedCache<Int8Weight> packed_;
   /// Host copy of input_scale (int8_static), so forward never syncs with the GPU to read it.
   detail::HostScalar input_scale_host_;
 };
