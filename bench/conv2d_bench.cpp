@@ -4,7 +4,9 @@
 //   fp32             the block as trained: conv, batch norm, relu (NCHW input);
 //   fp32 bn-folded   batch norm folded into the convs (tquant::fuse), as one serves FP32;
 //   fp32 bn-folded cl the same with channels-last input (oneDNN's native layout);
-//   int8 converted   fuse, calibrate, convert; conv1 carries the ReLU as oneDNN post-op.
+//   int8 converted   fuse, calibrate, convert; conv1 carries the ReLU as oneDNN post-op
+//                    (NCHW input, and "cl" with channels-last input, as inside a network whose
+//                    convs all run on oneDNN).
 // Prints the median and minimum of interleaved repetitions and each FP32 time / INT8 time.
 //
 //   tquant_conv2d_bench [--reps N] [--threads N] [--batch N]
@@ -117,10 +119,11 @@ int main(int argc, char** argv) {
   std::printf("int8 vs fp32 bn-folded: max |error| / max |fp32| = %.4f\n", error);
 
   const std::vector<std::string> names = {"fp32", "fp32 bn-folded", "fp32 bn-folded cl",
-                                          "int8 converted"};
+                                          "int8 converted cl", "int8 converted"};
   const std::vector<std::function<at::Tensor()>> runs = {
       [&] { return fp32->forward(x); }, [&] { return folded->forward(x); },
-      [&] { return folded->forward(x_cl); }, [&] { return int8->forward(x); }};
+      [&] { return folded->forward(x_cl); }, [&] { return int8->forward(x_cl); },
+      [&] { return int8->forward(x); }};
   std::vector<std::vector<double>> ms(runs.size());
   for (int rep = -2; rep < reps; ++rep) {  // two warm-up rounds
     for (size_t j = 0; j < runs.size(); ++j) {

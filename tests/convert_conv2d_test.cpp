@@ -219,6 +219,19 @@ TEST(ConvertConv2dTest, SaveThenLoadIntoFreshModelGivesBitIdenticalOutput) {
   }
 }
 
+TEST(ConvertConv2dTest, CloneOfConvertedModelGivesBitIdenticalOutput) {
+  auto net = converted_served_net();
+  auto copy = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(net->clone());
+  ASSERT_NE(copy, nullptr);
+  auto first = copy->ptr(0)->as<QuantConv2dImpl>();
+  EXPECT_EQ(first->converted_scheme(), "int8_static+relu");
+  EXPECT_NE(first->weight_int8.data_ptr(),
+            net->ptr(0)->as<QuantConv2dImpl>()->weight_int8.data_ptr());
+  torch::NoGradGuard no_grad;
+  const at::Tensor x = torch::randn({2, 3, 15, 13});
+  EXPECT_TRUE(torch::equal(copy->forward(x), net->forward(x)));
+}
+
 TEST(ConvertConv2dTest, EightThreadsHundredCallsEqualSingleThreadedOutputBitForBit) {
   auto net = converted_served_net();
   const std::string path = ::testing::TempDir() + "convert_conv2d_threads.safetensors";
