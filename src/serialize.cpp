@@ -382,6 +382,13 @@ void load_state(torch::nn::Module& model, const std::string& path) {
     }
   }
   detail::name_quantizers(model);
+  // Prepack what the converted forwards need now, not in the first (maybe concurrent) forward.
+  for (const auto& item : model.named_modules("", /*include_self=*/true)) {
+    Quantizable* quantizable = as_quantizable(*item.value());
+    if (quantizable != nullptr && quantizable->mode() == QuantMode::kConverted) {
+      quantizable->prepare_converted();
+    }
+  }
 }
 
 }  // namespace tquant

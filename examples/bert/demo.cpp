@@ -412,6 +412,7 @@ int run(int argc, char** argv) {
   bert::load_classifier(*fp32_model, checkpoint);
   fp32_model->eval();
   for (const auto& group : float_groups) tquant::set_quantizers_enabled(*model, group, true);
+  tquant::freeze_observers(*model);  // ranges stay the calibrated ones during QAT and its evaluations
   const double ptq_val = method_val[best];
   double qat_best_val = ptq_val;
   int64_t qat_best_steps = 0;

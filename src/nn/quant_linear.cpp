@@ -213,7 +213,13 @@ void QuantLinearImpl::install_converted(const std::string& scheme, at::Tensor co
   mode_ = QuantMode::kConverted;
   converted_scheme_ = scheme;
   packed_.clear();
-  if (scheme.rfind("int8_", 0) == 0 && weight_int8.device().is_cpu()) packed_weight();
+  prepare_converted();
+}
+
+void QuantLinearImpl::prepare_converted() {
+  if (mode_ != QuantMode::kConverted) return;
+  if (input_scale.defined()) input_scale_host_.set(input_scale);
+  if (converted_scheme_.rfind("int8_", 0) == 0 && weight_int8.device().is_cpu()) packed_weight();
 }
 
 std::shared_ptr<const Int8Weight> QuantLinearImpl::packed_weight() {

@@ -108,6 +108,8 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   ConvertResult convert() override;
   std::string converted_scheme() const override { return converted_scheme_; }
   void make_converted(const std::string& scheme) override;
+  /// Prepacks the int8 weight (CPU int8 schemes) and reads the static input scale.
+  void prepare_converted() override;
 
   torch::nn::LinearOptions options;
   /// [out_features, in_features].

@@ -56,6 +56,11 @@ class Quantizable {
   virtual void make_converted(const std::string& scheme) {
     TORCH_CHECK_VALUE(false, quant_type_name(), ": cannot be converted (scheme '", scheme, "')");
   }
+  /// Builds what a converted forward derives from the module's state (prepacked weights, host
+  /// copies of scales), so that the first forward after convert or load_state is as fast as the
+  /// rest and never builds anything while other threads call forward. convert() does it itself;
+  /// load_state calls it after copying the saved tensors. The default does nothing.
+  virtual void prepare_converted() {}
 };
 
 /// The Quantizable interface of a module, or nullptr when it is not a tquant module.
