@@ -35,10 +35,21 @@ void check_code_range(int64_t zero_point, int64_t qmin, int64_t qmax) {
 }
 
 c10::OperatorHandle operator_handle(const char* name) {
+  TORCH_CHECK_NOT_IMPLEMENTED(conv2d_int8_onednn_available(), "INT8 Conv2d: this LibTorch has "
+                              "no oneDNN INT8 convolution (operator ", name, " not registered)");
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
 }
 
 }  // namespace
+
+bool conv2d_int8_onednn_available() {
+  static const bool available = [] {
+    auto& dispatcher = c10::Dispatcher::singleton();
+    return dispatcher.findSchema({"onednn::qconv_prepack", ""}).has_value() &&
+           dispatcher.findSchema({"onednn::qconv2d_pointwise", ""}).has_value();
+  }();
+  return available;
+}
 
 Conv2dInputCodes quantize_conv2d_input(const at::Tensor& x, float scale, int64_t zero_point,
                                        int64_t qmin, int64_t qmax) {

@@ -41,6 +41,10 @@ Conv2dInputCodes quantize_conv2d_input(const at::Tensor& x, float scale, int64_t
 Conv2dInputCodes quantize_conv2d_input_ref(const at::Tensor& x, float scale, int64_t zero_point,
                                            int64_t qmin, int64_t qmax);
 
+/// True when this LibTorch registers oneDNN's INT8 convolution operators (x86 builds with
+/// oneDNN do); convert leaves QuantConv2d in fake-quant mode, with this reason, otherwise.
+bool conv2d_int8_onednn_available();
+
 /// A convolution's INT8 weight prepacked by onednn::qconv_prepack, with everything else
 /// qconv2d_pointwise takes that stays fixed between calls. The output is
 ///   y[n, o, p] = relu?( input_scale * weight_scale[o] * sum (code_x - input_zero_point) * code_w

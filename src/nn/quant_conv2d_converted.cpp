@@ -90,6 +90,10 @@ ConvertResult QuantConv2dImpl::convert() {
     return {false, "", "oneDNN's INT8 convolution takes int8 symmetric per-tensor or "
                        "per-output-channel weights, got " + to_string(weight_spec) + stays};
   }
+  if (!detail::conv2d_int8_onednn_available()) {
+    return {false, "", "this LibTorch has no oneDNN INT8 convolution (onednn::qconv2d_pointwise)" +
+                           stays};
+  }
   if (!weight.is_cpu()) {
     return {false, "", "oneDNN's INT8 convolution runs on CPU, the weight is on " +
                            weight.device().str() + stays};
