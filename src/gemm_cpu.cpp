@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -94,16 +95,22 @@ bool cpu_has_avx512() {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-__attribute__((target("avx512f"))) void quantize_row_avx512(const float* x, void* q, int64_t n,
+// Returns false when the row holds a NaN or Inf (x - x is not 0 there): its codes are then
+// meaningless and the caller makes the row's output NaN.
+__attribute__((target("avx512f"))) bool quantize_row_avx512(const float* x, void* q, int64_t n,
                                                             float inv, int32_t offset) {
   const __m512 vinv = _mm512_set1_ps(inv);
   const __m512 lo = _mm512_set1_ps(-kQMax);
   const __m512 hi = _mm512_set1_ps(kQMax);
   const __m512i voff = _mm512_set1_epi32(offset);
   auto* out = static_cast<int8_t*>(q);
+  const __m512 zero = _mm512_setzero_ps();
+  __mmask16 bad = 0;
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), vinv);
+    const __m512 xv = _mm512_loadu_ps(x + i);
+    bad |= _mm512_cmp_ps_mask(_mm512_sub_ps(xv, xv), zero, _CMP_NEQ_UQ);
+    __m512 v = _mm512_mul_ps(xv, vinv);
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
     __m512i r = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     r = _mm512_add_epi32(r, voff);
@@ -111,12 +118,15 @@ __attribute__((target("avx512f"))) void quantize_row_avx512(const float* x, void
   }
   if (i < n) {
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
-    __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vinv);
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+    bad |= _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(xv, xv), zero, _CMP_NEQ_UQ);
+    __m512 v = _mm512_mul_ps(xv, vinv);
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
     __m512i r = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     r = _mm512_add_epi32(r, voff);
     _mm512_mask_cvtepi32_storeu_epi8(out + i, m, r);
   }
+  return bad == 0;
 }
 
 __attribute__((target("avx512f"))) float row_amax_avx512(const float* x, int64_t n) {
@@ -138,10 +148,28 @@ int64_t row_grain(int64_t k) { return std::max<int64_t>(1, 16384 / std::max<int6
 // 1 / scale in float32, as tquant::quantize takes it.
 float reciprocal_f32(double scale) { return 1.0f / static_cast<float>(scale); }
 
+// Indices of the rows of x [M, K] that hold a NaN or Inf (ATen ops; the AVX-512 quantizers find
+// them on their way instead).
+std::vector<int64_t> nonfinite_rows_aten(const at::Tensor& x) {
+  const at::Tensor rows = at::isfinite(x).all(1).logical_not().nonzero().reshape({-1}).cpu();
+  return std::vector<int64_t>(rows.data_ptr<int64_t>(), rows.data_ptr<int64_t>() + rows.numel());
+}
+
+std::vector<int64_t> flagged_rows(const std::vector<char>& flags) {
+  std::vector<int64_t> rows;
+  for (size_t r = 0; r < flags.size(); ++r) {
+    if (flags[r]) rows.push_back(static_cast<int64_t>(r));
+  }
+  return rows;
+}
+
 // Per-tensor quantization of a contiguous float [M, K] into int8 (offset 0) or uint8 (128).
-at::Tensor quantize_per_tensor_impl(const at::Tensor& x, double scale, int32_t offset) {
+// `nonfinite` (when not null) receives the rows that hold a NaN or Inf.
+at::Tensor quantize_per_tensor_impl(const at::Tensor& x, double scale, int32_t offset,
+                                    std::vector<int64_t>* nonfinite = nullptr) {
   const auto dtype = offset == 0 ? at::kChar : at::kByte;
   if (!cpu_has_avx512()) {
+    if (nonfinite != nullptr) *nonfinite = nonfinite_rows_aten(x);
     // Fallback without AVX-512: a few ATen passes, same rounding.
     auto q = at::round(x * static_cast<double>(reciprocal_f32(scale))).clamp_(-kQMax, kQMax);
     if (offset != 0) q.add_(offset);
@@ -153,20 +181,26 @@ at::Tensor quantize_per_tensor_impl(const at::Tensor& x, double scale, int32_t o
   const float inv = reciprocal_f32(scale);
   const float* xp = x.const_data_ptr<float>();
   auto* qp = static_cast<int8_t*>(q.data_ptr());
+  std::vector<char> bad(static_cast<size_t>(m), 0);
   at::parallel_for(0, m, row_grain(k), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r)
-      quantize_row_avx512(xp + r * k, qp + r * k, k, inv, offset);
+    for (int64_t r = begin; r < end; ++r) {
+      bad[static_cast<size_t>(r)] = !quantize_row_avx512(xp + r * k, qp + r * k, k, inv, offset);
+    }
   });
+  if (nonfinite != nullptr) *nonfinite = flagged_rows(bad);
   return q;
 }
 
 // Per-token quantization: s[m] = max(amax_m / 127, eps), as tquant::qparams_from_amax computes it
 // (float32 division, then max with FLT_EPSILON); codes with 1 / s[m] in float32.
-std::pair<at::Tensor, at::Tensor> quantize_per_token_impl(const at::Tensor& x, int32_t offset) {
+// `nonfinite` (when not null) receives the rows that hold a NaN or Inf.
+std::pair<at::Tensor, at::Tensor> quantize_per_token_impl(
+    const at::Tensor& x, int32_t offset, std::vector<int64_t>* nonfinite = nullptr) {
   const auto dtype = offset == 0 ? at::kChar : at::kByte;
   const int64_t m = x.size(0);
   const int64_t k = x.size(1);
   if (!cpu_has_avx512()) {
+    if (nonfinite != nullptr) *nonfinite = nonfinite_rows_aten(x);
     auto amax = x.abs().amax({1}, /*keepdim=*/true);
     auto scale = at::maximum(amax / static_cast<double>(kQMax),
                              at::full({}, static_cast<double>(FLT_EPSILON), amax.options()));
@@ -179,14 +213,17 @@ std::pair<at::Tensor, at::Tensor> quantize_per_token_impl(const at::Tensor& x, i
   const float* xp = x.const_data_ptr<float>();
   auto* qp = static_cast<int8_t*>(q.data_ptr());
   float* sp = scale.data_ptr<float>();
+  std::vector<char> bad(static_cast<size_t>(m), 0);
   at::parallel_for(0, m, row_grain(k), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float amax = row_amax_avx512(xp + r * k, k);
       const float s = std::max(amax / kQMax, FLT_EPSILON);
       sp[r] = s;
-      quantize_row_avx512(xp + r * k, qp + r * k, k, 1.0f / s, offset);
+      bad[static_cast<size_t>(r)] =
+          !quantize_row_avx512(xp + r * k, qp + r * k, k, 1.0f / s, offset);
     }
   });
+  if (nonfinite != nullptr) *nonfinite = flagged_rows(bad);
   return {q, scale};
 }
 
@@ -223,6 +260,14 @@ void check_bias(const c10::optional<at::Tensor>& bias, const Int8Weight& weight,
                     bias->sizes());
   TORCH_CHECK_VALUE(bias->scalar_type() == at::kFloat, op, ": expected a float32 bias, got ",
                     bias->scalar_type());
+}
+
+// Float semantics for bad input: an output row whose input row held a NaN or Inf is NaN (the
+// int8 codes of such a row are meaningless; float would give NaN there).
+at::Tensor nan_rows(at::Tensor y, const std::vector<int64_t>& rows) {
+  if (rows.empty()) return y;
+  const at::Tensor index = at::tensor(rows, at::kLong);
+  return y.index_fill_(0, index, std::numeric_limits<float>::quiet_NaN());
 }
 
 c10::optional<at::Tensor> defined_bias(const c10::optional<at::Tensor>& bias) {
@@ -336,14 +381,15 @@ at::Tensor int8_linear_static(const at::Tensor& x, double input_scale, const Int
   // The GEMM epilogue sees the scale as float32; round it once here so the reference agrees.
   const double sx = static_cast<float>(input_scale);
   at::Tensor y;
+  std::vector<int64_t> nonfinite;
   if (weight.path == Int8GemmPath::kOneDnnQLinear) {
-    auto qx = quantize_per_tensor_impl(f.x2d, input_scale, kActivationZeroPoint);
+    auto qx = quantize_per_tensor_impl(f.x2d, input_scale, kActivationZeroPoint, &nonfinite);
     y = qlinear_onednn(qx, sx, weight, weight.scale, defined_bias(bias));
   } else {
-    auto qx = quantize_per_tensor_impl(f.x2d, input_scale, 0);
+    auto qx = quantize_per_tensor_impl(f.x2d, input_scale, 0, &nonfinite);
     y = qlinear_int_mm(qx, sx, weight, weight.scale, defined_bias(bias));
   }
-  return y.view(f.out_shape);
+  return nan_rows(y, nonfinite).view(f.out_shape);
 }
 
 at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
@@ -354,19 +400,20 @@ at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
   if (f.x2d.size(0) == 0) return at::zeros(f.out_shape, x.options());
   const auto b = defined_bias(bias);
   at::Tensor y;
+  std::vector<int64_t> nonfinite;
   if (weight.path == Int8GemmPath::kOneDnnQLinear) {
     // oneDNN takes one input scale; the per-row scale and the bias go in one extra pass:
     // y = (acc * s_w[n]) * s_x[m] + bias[n].
-    auto [qx, sx] = quantize_per_token_impl(f.x2d, kActivationZeroPoint);
+    auto [qx, sx] = quantize_per_token_impl(f.x2d, kActivationZeroPoint, &nonfinite);
     auto acc_w = qlinear_onednn(qx, 1.0, weight, weight.scale, c10::nullopt);
     y = b.has_value() ? at::addcmul(*b, acc_w, sx.unsqueeze(1)) : acc_w.mul_(sx.unsqueeze(1));
   } else {
-    auto [qx, sx] = quantize_per_token_impl(f.x2d, 0);
+    auto [qx, sx] = quantize_per_token_impl(f.x2d, 0, &nonfinite);
     auto acc = at::_int_mm(qx, weight.packed);
     auto outer = sx.unsqueeze(1) * weight.scale.unsqueeze(0);  // [M, N] float32
     y = b.has_value() ? at::addcmul(*b, acc, outer) : at::mul(acc, outer);
   }
-  return y.view(f.out_shape);
+  return nan_rows(y, nonfinite).view(f.out_shape);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -394,7 +441,7 @@ at::Tensor int8_linear_static_ref(const at::Tensor& x, double input_scale, const
   auto q = detail::quantize_per_tensor_int8_ref(f.x2d, input_scale);
   const double sx = static_cast<float>(input_scale);
   auto rs = at::full({1, 1}, sx, at::kDouble);
-  return gemm_ref(q, rs, weight, bias).view(f.out_shape);
+  return nan_rows(gemm_ref(q, rs, weight, bias), nonfinite_rows_aten(f.x2d)).view(f.out_shape);
 }
 
 at::Tensor int8_linear_dynamic_ref(const at::Tensor& x, const Int8Weight& weight,
@@ -403,8 +450,10 @@ at::Tensor int8_linear_dynamic_ref(const at::Tensor& x, const Int8Weight& weight
   check_bias(bias, weight, op);
   auto f = flatten_input(x, weight, op);
   if (f.x2d.size(0) == 0) return at::zeros(f.out_shape, x.options());
-  auto [q, s] = detail::quantize_per_token_int8_ref(f.x2d);
-  return gemm_ref(q, s.to(at::kDouble).unsqueeze(1), weight, bias).view(f.out_shape);
+  auto [q, s] = detail::quantize_per_token_int8_ref(at::nan_to_num(f.x2d, 0.0, 0.0, 0.0));
+  return nan_rows(gemm_ref(q, s.to(at::kDouble).unsqueeze(1), weight, bias),
+                  nonfinite_rows_aten(f.x2d))
+      .view(f.out_shape);
 }
 
 namespace detail {

@@ -216,6 +216,36 @@ TEST(Int8Gemm, StaticEqualsFakeQuantSimulation) {
   }
 }
 
+TEST(Int8Gemm, NonFiniteInputRowsComeOutNaNOnEveryPath) {
+  torch::manual_seed(31);
+  const at::Tensor w = torch::randn({19, 33});
+  const at::Tensor bias = torch::randn({19});
+  at::Tensor x = torch::randn({2, 7, 33});
+  const at::Tensor clean = x.clone();
+  x[0][2][5] = std::nanf("");
+  x[1][6][0] = INFINITY;
+  const at::Tensor bad = at::zeros({2, 7}, at::kBool).index_put_({0, 2}, true).index_put_({1, 6}, true);
+  for (auto path : {Int8GemmPath::kOneDnnQLinear, Int8GemmPath::kIntMm}) {
+    if (path == Int8GemmPath::kOneDnnQLinear && tquant::int8_gemm_path() != path) continue;
+    const Int8Weight weight = tquant::prepare_int8_weight(w, path);
+    const double sx = 0.03;
+    const std::vector<std::pair<at::Tensor, at::Tensor>> outputs = {
+        {tquant::int8_linear_static(x, sx, weight, bias),
+         tquant::int8_linear_static(clean, sx, weight, bias)},
+        {tquant::int8_linear_static_ref(x, sx, weight, bias),
+         tquant::int8_linear_static_ref(clean, sx, weight, bias)},
+        {tquant::int8_linear_dynamic(x, weight, bias),
+         tquant::int8_linear_dynamic(clean, weight, bias)},
+        {tquant::int8_linear_dynamic_ref(x, weight, bias),
+         tquant::int8_linear_dynamic_ref(clean, weight, bias)}};
+    for (const auto& [y, y_clean] : outputs) {
+      EXPECT_TRUE(y.index({bad}).isnan().all().item<bool>()) << tquant::to_string(path);
+      EXPECT_TRUE(at::equal(y.index({bad.logical_not()}), y_clean.index({bad.logical_not()})))
+          << tquant::to_string(path);
+    }
+  }
+}
+
 TEST(Int8Gemm, ErrorsNameShapesAndTypes) {
   auto weight = tquant::prepare_int8_weight(torch::randn({8, 16}));
   auto message = [](auto&& f) {
