@@ -236,7 +236,7 @@ TEST(ConvertConv2dTest, EightThreadsHundredCallsEqualSingleThreadedOutputBitForB
   auto net = converted_served_net();
   const std::string path = ::testing::TempDir() + "convert_conv2d_threads.safetensors";
   save_state(*net, path);
-  // A freshly loaded model: the threads' first calls race on it.
+  // A freshly loaded model (load_state prepacks it; the threads share it from the first call).
   torch::manual_seed(7);
   auto served = make_served_net();
   load_state(*served, path);

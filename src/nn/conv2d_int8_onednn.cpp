@@ -182,35 +182,4 @@ at::Tensor conv2d_int8_onednn(const at::Tensor& input_codes, const Conv2dInt8Wei
   return stack.at(0).toTensor();
 }
 
-PackedConv2dSlot::Key PackedConv2dSlot::key_of(std::initializer_list<const at::Tensor*> tensors) {
-  Key key;
-  for (const at::Tensor* tensor : tensors) {
-    key.push_back(reinterpret_cast<int64_t>(tensor->const_data_ptr()));
-    key.push_back(static_cast<int64_t>(tensor->_version()));
-  }
-  return key;
-}
-
-PackedConv2dSlotPtr::PackedConv2dSlotPtr() : slot(std::make_shared<PackedConv2dSlot>()) {}
-
-PackedConv2dSlotPtr::PackedConv2dSlotPtr(const PackedConv2dSlotPtr& /*other*/)
-    : PackedConv2dSlotPtr() {}
-
-PackedConv2dSlotPtr& PackedConv2dSlotPtr::operator=(const PackedConv2dSlotPtr& other) {
-  if (this != &other) slot = std::make_shared<PackedConv2dSlot>();
-  return *this;
-}
-
-void PackedConv2dSlot::store(Key key, Conv2dInt8Weight weight) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  packed_ = std::make_shared<const Conv2dInt8Weight>(std::move(weight));
-  key_ = std::move(key);
-}
-
-void PackedConv2dSlot::clear() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  packed_.reset();
-  key_.clear();
-}
-
 }  // namespace tquant::detail

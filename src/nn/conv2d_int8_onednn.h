@@ -7,14 +7,10 @@
 // their C++ symbols are not part of LibTorch's API.
 
 #include <cstdint>
-#include <memory>
-#include <mutex>
 #include <optional>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
-
-#include "tquant/nn/quant_conv2d.h"
 
 namespace tquant::detail {
 
@@ -73,40 +69,5 @@ Conv2dInt8Weight pack_conv2d_int8(const at::Tensor& weight_codes, const at::Tens
 /// undefined.
 at::Tensor conv2d_int8_onednn(const at::Tensor& input_codes, const Conv2dInt8Weight& weight,
                               const at::Tensor& bias);
-
-/// The prepacked weight of one module, safe to read from many threads at once. It is packed
-/// when the module converts or loads; a forward that finds the codes or scales changed behind
-/// its back (load_state copying into them, clone(), to()) packs again under the lock, so two
-/// threads never pack at once and none sees a half-built weight.
-class PackedConv2dSlot {
- public:
-  /// What the packed weight was built from: data pointers and version counters of the tensors
-  /// it depends on.
-  using Key = std::vector<int64_t>;
-  static Key key_of(std::initializer_list<const at::Tensor*> tensors);
-
-  PackedConv2dSlot() = default;
-  PackedConv2dSlot(const PackedConv2dSlot&) = delete;
-  PackedConv2dSlot& operator=(const PackedConv2dSlot&) = delete;
-
-  void store(Key key, Conv2dInt8Weight weight);
-  void clear();
-  /// The packed weight for `key`, packed by `pack` (under the lock) when the stored one was
-  /// built from other tensors.
-  template <typename Pack>
-  std::shared_ptr<const Conv2dInt8Weight> get(const Key& key, const Pack& pack) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!packed_ || key_ != key) {
-      packed_ = std::make_shared<const Conv2dInt8Weight>(pack());
-      key_ = key;
-    }
-    return packed_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::shared_ptr<const Conv2dInt8Weight> packed_;
-  Key key_;
-};
 
 }  // namespace tquant::detail

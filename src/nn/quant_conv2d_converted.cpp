@@ -54,16 +54,16 @@ detail::Conv2dInt8Weight QuantConv2dImpl::pack_now() const {
                                   as_vector(options.dilation()), options.groups(), fused_relu_);
 }
 
-std::vector<int64_t> QuantConv2dImpl::packed_key() const {
-  return detail::PackedConv2dSlot::key_of({&weight_int8, &weight_scale, &input_scale});
-}
-
 void QuantConv2dImpl::pack_converted() {
   if (!weight_int8.is_cpu()) {  // oneDNN runs on CPU; forward names the device
-    packed_.slot->clear();
+    packed_.clear();
     return;
   }
-  packed_.slot->store(packed_key(), pack_now());
+  packed_.get({&weight_int8, &weight_scale, &input_scale}, [this] { return pack_now(); });
+}
+
+void QuantConv2dImpl::prepare_converted() {
+  if (mode_ == QuantMode::kConverted) pack_converted();
 }
 
 ConvertResult QuantConv2dImpl::convert() {
@@ -169,7 +169,8 @@ at::Tensor QuantConv2dImpl::converted_forward(const at::Tensor& input) {
   if (pad_first) x = pad_explicitly(x);
   // The packed weight was built when converting or loading; it is built again (under a lock)
   // only when the codes or scales were replaced since.
-  const auto packed = packed_.slot->get(packed_key(), [this] { return pack_now(); });
+  const auto packed =
+      packed_.get({&weight_int8, &weight_scale, &input_scale}, [this] { return pack_now(); });
 
   int64_t out_size[2];
   for (int64_t i = 0; i < 2; ++i) {

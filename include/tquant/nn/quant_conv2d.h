@@ -14,6 +14,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "tquant/fake_quantize.h"
+#include "tquant/nn/derived_cache.h"
 #include "tquant/nn/quant_mode.h"
 #include "tquant/nn/quantizable.h"
 #include "tquant/qconfig.h"
@@ -21,16 +22,7 @@
 namespace tquant {
 
 namespace detail {
-struct Conv2dInt8Weight;
-class PackedConv2dSlot;
-/// Owner of a converted QuantConv2d's prepacked oneDNN weight (src/nn/conv2d_int8_onednn.h).
-/// A copy (clone()) gets a fresh, empty slot: the clone's tensors are new and pack anew.
-struct PackedConv2dSlotPtr {
-  PackedConv2dSlotPtr();
-  PackedConv2dSlotPtr(const PackedConv2dSlotPtr& /*other*/);
-  PackedConv2dSlotPtr& operator=(const PackedConv2dSlotPtr& other);
-  std::shared_ptr<PackedConv2dSlot> slot;
-};
+struct Conv2dInt8Weight;  // src/nn/conv2d_int8_onednn.h
 }  // namespace detail
 
 class QuantConv2d;
@@ -132,6 +124,9 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl>, public Qua
   ConvertResult convert() override;
   std::string converted_scheme() const override { return converted_scheme_; }
   void make_converted(const std::string& scheme) override;
+  /// Prepacks the weight for oneDNN if the codes or scales changed since (load_state calls it
+  /// after copying the saved tensors), so no forward packs.
+  void prepare_converted() override;
 
   torch::nn::Conv2dOptions options;
   /// [out_channels, in_channels / groups, kernel_h, kernel_w].
@@ -162,7 +157,6 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl>, public Qua
   /// Prepacks the converted weight for oneDNN (CPU tensors only).
   void pack_converted();
   detail::Conv2dInt8Weight pack_now() const;
-  std::vector<int64_t> packed_key() const;
   at::Tensor converted_forward(const at::Tensor& input);
   void check_converted_input(const at::Tensor& input) const;
   /// Explicit padding before quantization (non-zero padding modes, asymmetric kSame) instead of
@@ -175,7 +169,8 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl>, public Qua
   QuantMode mode_ = QuantMode::kFloat;
   bool fused_relu_ = false;
   std::string converted_scheme_;
-  detail::PackedConv2dSlotPtr packed_;
+  /// oneDNN's prepacked weight, built from weight_int8, weight_scale and input_scale.
+  detail::DerivedCache<detail::Conv2dInt8Weight> packed_;
 };
 TORCH_MODULE(QuantConv2d);
 
