@@ -45,8 +45,10 @@ def log(text):
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="bench/peers/run.sh passes these options on; it also takes --skip-build.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median of these)")
     p.add_argument("--warmup", type=int, default=2, help="untimed forwards per system and batch")
     p.add_argument("--reps-b1", type=int, default=5,

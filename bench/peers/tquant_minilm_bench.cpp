@@ -114,6 +114,14 @@ std::string last_line(std::string text) {
   return pos == std::string::npos ? text : text.substr(pos + 1);
 }
 
+// A reply must stay on one line.
+std::string one_line(std::string text) {
+  for (char& c : text) {
+    if (c == '\n') c = ' ';
+  }
+  return text;
+}
+
 bert::BertModel load_fp32(const bert::BertConfig& config, const std::string& model_dir) {
   bert::BertModel model(config, /*add_pooler=*/false);
   bert::load_bert_checkpoint(*model, model_dir);
@@ -228,14 +236,16 @@ class Server {
       int64_t reps = 0;
       TORCH_CHECK(words >> system >> input >> reps && reps > 0,
                   "expected: time SYSTEM INPUT REPS (REPS >= 1)");
-      return time(model(system), find_input(input), reps);
+      bert::BertModelImpl& chosen = model(system);  // named first: the system error first
+      return time(chosen, find_input(input), reps);
     }
     if (command == "embed") {
       std::string system, input, path;
       int64_t batch = 0;
       TORCH_CHECK(words >> system >> input >> batch >> path && batch > 0,
                   "expected: embed SYSTEM INPUT BATCH PATH (BATCH >= 1)");
-      return embed(model(system), find_input(input), batch, path);
+      bert::BertModelImpl& chosen = model(system);
+      return embed(chosen, find_input(input), batch, path);
     }
     throw std::invalid_argument("unknown command \"" + command + "\"");
   }
@@ -309,15 +319,15 @@ int run(int argc, char** argv) {
   while (std::getline(std::cin, line)) {
     if (line.empty()) continue;
     if (line == "quit") break;
+    std::string reply;
     try {
-      std::cout << "ok " << server.handle(line) << std::endl;
+      reply = "ok " + server.handle(line);
+    } catch (const c10::Error& error) {
+      reply = "error " + one_line(error.what_without_backtrace());
     } catch (const std::exception& error) {
-      std::string what = error.what();
-      for (char& c : what) {
-        if (c == '\n') c = ' ';
-      }
-      std::cout << "error " << what << std::endl;
+      reply = "error " + one_line(error.what());
     }
+    std::cout << reply << std::endl;
   }
   return 0;
 }
