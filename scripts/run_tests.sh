@@ -47,12 +47,19 @@ else
   status=1
 fi
 
-echo "[tests] examples: quickstart, BERT demo --quick"
+echo "[tests] examples: quickstart, CNN, BERT demo --quick"
 if "$build_dir/examples/quickstart/tquant_quickstart" > "$build_dir/quickstart.log" 2>&1; then
   results+=("PASS  quickstart example (log: $build_dir/quickstart.log)")
 else
   tail -20 "$build_dir/quickstart.log"
   results+=("FAIL  quickstart example (log: $build_dir/quickstart.log)")
+  status=1
+fi
+if bash "$root/scripts/setup_cnn_assets.sh" && "$build_dir/examples/cnn/tquant_cnn_demo" > "$build_dir/cnn_demo.log" 2>&1; then
+  results+=("PASS  CNN example (log: $build_dir/cnn_demo.log)")
+else
+  tail -20 "$build_dir/cnn_demo.log" 2>/dev/null || true
+  results+=("FAIL  CNN example (log: $build_dir/cnn_demo.log)")
   status=1
 fi
 if "$build_dir/examples/bert/tquant_bert_demo" --quick --out-dir "$build_dir/bert_demo_quick"; then

@@ -172,7 +172,7 @@ TEST(ConvertTest, ConvertedModulesRefuseModeChangesAndSetModeConverted) {
   fc->set_mode(QuantMode::kConverted);  // no change: allowed
 }
 
-TEST(ConvertTest, ModulesWithoutIntegerKernelKeepSimulatingAndAreReported) {
+TEST(ConvertTest, ModulesWhoseSchemeHasNoIntegerKernelKeepSimulatingAndAreReported) {
   struct NetImpl : torch::nn::Module {
     NetImpl() {
       conv = register_module("conv", QuantConv2d(torch::nn::Conv2dOptions(3, 4, 3)));
@@ -187,7 +187,13 @@ TEST(ConvertTest, ModulesWithoutIntegerKernelKeepSimulatingAndAreReported) {
     QuantLinear off{nullptr};
   };
   auto net = std::make_shared<NetImpl>();
-  prepare(*net, QConfigMapping(int8_static_qconfig()));
+  // Affine uint8 activations: no INT8 convolution takes them, so the conv keeps simulating.
+  QConfig affine{fake_quantize_factory(FakeQuantizeOptions(observer_factory<MinMaxObserver>(
+                     MinMaxObserverOptions(QuantSpec(QuantDtype::kUInt8).symmetric(false))))),
+                 int8_static_qconfig().weight};
+  QConfigMapping mapping(int8_static_qconfig());
+  mapping.set_module_name("conv", affine);
+  prepare(*net, mapping);
   calibrate_on(*net, [&](const at::Tensor& x) { return net->forward(x); }, {2, 3, 8, 8}, 2);
   set_quantizers_enabled(*net, "off", false);
   const ConvertReport report = convert(*net);
