@@ -188,6 +188,9 @@ def report(args, systems, times, cos, agreement_ref, agreement, fused, machine, 
         f"{args.cosine_reviews} test reviews of the mean-pooled sentence embedding against the "
         f"system's own FP32; x FP32 = own FP32 ms / ms",
         machine,
+        "glibc malloc thresholds (all processes): mmap "
+        f"{os.environ.get('MALLOC_MMAP_THRESHOLD_', 'default')}, trim "
+        f"{os.environ.get('MALLOC_TRIM_THRESHOLD_', 'default')}",
         f"versions: {versions()}" + (
             "; ORT optimized graph fuses " + ", ".join(f"{v} {k}" for k, v in fused.items())
             if fused else ""),

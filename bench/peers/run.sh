@@ -66,5 +66,14 @@ then
   "$venv/bin/python" -m pip install "${pip_args[@]}" "${peer_packages[@]}" >&2
 fi
 
+# glibc malloc hands large freed blocks back to the kernel, so every forward page-faults its
+# big activations in again (~12 % of a converted MiniLM forward in perf); a server raises the
+# thresholds, as ONNX Runtime's own arena allocator avoids the same cost. Set for every system
+# (the Python driver with ONNX Runtime and PyTorch, and tquant's server) unless already set;
+# docs/backends.md, "Serving".
+export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-4294967296}"
+export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-4294967296}"
+say "glibc malloc: MALLOC_MMAP_THRESHOLD_=$MALLOC_MMAP_THRESHOLD_ MALLOC_TRIM_THRESHOLD_=$MALLOC_TRIM_THRESHOLD_"
+
 exec "$venv/bin/python" "$root/bench/peers/peer_bench.py" \
   --tquant-bench "$build_dir/bench/peers/tquant_minilm_bench" "${args[@]}"

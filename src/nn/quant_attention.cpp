@@ -163,10 +163,10 @@ at::Tensor QuantAttentionImpl::converted_forward(const at::Tensor& q, const at::
                                                  const at::Tensor& attn_mask) const {
   at::NoGradGuard no_grad;
   AttentionScales scales;
-  scales.query = query_scale.item<double>();
-  scales.key = key_scale.item<double>();
-  scales.probs = probs_scale.item<double>();
-  scales.value = value_scale.item<double>();
+  scales.query = scale_host_[0].get(query_scale);
+  scales.key = scale_host_[1].get(key_scale);
+  scales.probs = scale_host_[2].get(probs_scale);
+  scales.value = scale_host_[3].get(value_scale);
   if (q.device().is_cpu()) return int8_attention_cpu(q, k, v, attn_mask, scales, softmax_scale(q));
   return int8_attention_ref(q, k, v, attn_mask, scales, softmax_scale(q));
 }
@@ -226,6 +226,8 @@ void QuantAttentionImpl::install_converted(const at::Tensor scales[4]) {
   key_scale = detail::set_buffer(*this, "key_scale", scales[1]);
   probs_scale = detail::set_buffer(*this, "probs_scale", scales[2]);
   value_scale = detail::set_buffer(*this, "value_scale", scales[3]);
+  const at::Tensor* registered[4] = {&query_scale, &key_scale, &probs_scale, &value_scale};
+  for (int i = 0; i < 4; ++i) scale_host_[i].set(*registered[i]);
   mode_ = QuantMode::kConverted;
 }
 

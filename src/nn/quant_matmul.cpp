@@ -138,26 +138,27 @@ void QuantMatMulImpl::install_converted(at::Tensor a_scale, at::Tensor b_scale) 
   detail::unregister_quantizer(*this, "other_quantizer", other_quantizer);
   input_scale = detail::set_buffer(*this, "input_scale", std::move(a_scale));
   other_scale = detail::set_buffer(*this, "other_scale", std::move(b_scale));
+  input_scale_host_.set(input_scale);
+  other_scale_host_.set(other_scale);
   mode_ = QuantMode::kConverted;
 }
 
 at::Tensor QuantMatMulImpl::converted_forward(const at::Tensor& a, const at::Tensor& b) const {
   at::NoGradGuard no_grad;
+  const double a_scale = input_scale_host_.get(input_scale);
+  const double b_scale = other_scale_host_.get(other_scale);
   if (a.is_cuda() && cuda_int8_built() && a.dim() >= 2 && b.dim() == a.dim() &&
       a.sizes().slice(0, a.dim() - 2) == b.sizes().slice(0, b.dim() - 2) && b.size(-1) % 4 == 0) {
     // cuBLASLt batched int8: a [B, M, K] times b^T stored as [B, N, K].
     const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
-    const at::Tensor qa = quantize_per_tensor_int8_cuda(a.reshape({-1, m, k}).contiguous(),
-                                                        input_scale.item<double>());
-    const at::Tensor qb = quantize_per_tensor_int8_cuda(
-        b.reshape({-1, k, n}).transpose(1, 2).contiguous(), other_scale.item<double>());
+    const at::Tensor qa = quantize_per_tensor_int8_cuda(a.reshape({-1, m, k}).contiguous(), a_scale);
+    const at::Tensor qb =
+        quantize_per_tensor_int8_cuda(b.reshape({-1, k, n}).transpose(1, 2).contiguous(), b_scale);
     const at::Tensor acc = int8_bmm_cuda(qa, qb);
     auto shape = a.sizes().vec();
     shape.back() = n;
-    const double scale = input_scale.item<double>() * other_scale.item<double>();
-    return (acc.to(at::kFloat) * scale).to(a.scalar_type()).reshape(shape);
+    return (acc.to(at::kFloat) * (a_scale * b_scale)).to(a.scalar_type()).reshape(shape);
   }
-  const double a_scale = input_scale.item<double>(), b_scale = other_scale.item<double>();
   if (a.device().is_cpu() && a.dim() >= 2 && b.dim() >= 2) {
     return int8_bmm_cpu(a, b, a_scale, b_scale);
   }

@@ -9,6 +9,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "tquant/fake_quantize.h"
+#include "tquant/nn/host_scalar.h"
 #include "tquant/nn/quant_mode.h"
 #include "tquant/nn/quantizable.h"
 #include "tquant/qconfig.h"
@@ -98,6 +99,8 @@ class QuantAttentionImpl : public torch::nn::Cloneable<QuantAttentionImpl>, publ
 
   std::optional<QConfig> qconfig_;
   QuantMode mode_ = QuantMode::kFloat;
+  /// Host copies of the four scales: forward never waits for the GPU to read them.
+  detail::HostScalar scale_host_[4];
 };
 TORCH_MODULE(QuantAttention);
 

@@ -8,6 +8,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "tquant/fake_quantize.h"
+#include "tquant/nn/host_scalar.h"
 #include "tquant/nn/quant_mode.h"
 #include "tquant/nn/quantizable.h"
 #include "tquant/qconfig.h"
@@ -85,6 +86,8 @@ class QuantMatMulImpl : public torch::nn::Cloneable<QuantMatMulImpl>, public Qua
 
   std::optional<QConfig> qconfig_;
   QuantMode mode_ = QuantMode::kFloat;
+  /// Host copies of input_scale / other_scale: forward never waits for the GPU to read them.
+  detail::HostScalar input_scale_host_, other_scale_host_;
 };
 TORCH_MODULE(QuantMatMul);
 
