@@ -24,32 +24,11 @@
 
 namespace {
 
-struct Args {
-  int reps = 15;
-  int warmup = 3;
-  int threads = 2;
-};
-
-Args parse(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    if (i + 1 < argc && (s == "--reps" || s == "--warmup" || s == "--threads")) {
-      const int value = std::atoi(argv[++i]);
-      (s == "--reps" ? a.reps : s == "--warmup" ? a.warmup : a.threads) = value;
-    } else {
-      std::fprintf(stderr, "usage: %s [--reps N] [--warmup N] [--threads N]\n", argv[0]);
-      std::exit(2);
-    }
-  }
-  return a;
-}
-
 struct Shape {
   int64_t batch, heads, length, head_dim;
 };
 
-void bench_shape(const Shape& s, const Args& a) {
+void bench_shape(const Shape& s, const tquant::bench::Args& a) {
   const at::Tensor q = at::randn({s.batch, s.length, s.heads, s.head_dim}).transpose(1, 2);
   const at::Tensor k = at::randn({s.batch, s.length, s.heads, s.head_dim}).transpose(1, 2);
   const at::Tensor v = at::randn({s.batch, s.length, s.heads, s.head_dim}).transpose(1, 2);
@@ -91,7 +70,7 @@ void bench_shape(const Shape& s, const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Args a = parse(argc, argv);
+  const tquant::bench::Args a = tquant::bench::parse_args(argc, argv, {15, 3, 2});
   at::set_num_threads(a.threads);
   at::manual_seed(0);
   tquant::bench::print_machine();

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -40,6 +41,29 @@ inline Times median_ms(const std::vector<std::function<void()>>& fs, int reps, i
     r.min.push_back(v.front());
   }
   return r;
+}
+
+/// The options every bench takes: --reps N, --warmup N, --threads N (defaults as given);
+/// anything else prints the usage and exits with status 2.
+struct Args {
+  int reps = 20;
+  int warmup = 3;
+  int threads = 2;
+};
+
+inline Args parse_args(int argc, char** argv, Args defaults) {
+  Args a = defaults;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    int* target = s == "--reps" ? &a.reps : s == "--warmup" ? &a.warmup
+                                          : s == "--threads" ? &a.threads : nullptr;
+    if (target == nullptr || i + 1 >= argc) {
+      std::fprintf(stderr, "usage: %s [--reps N] [--warmup N] [--threads N]\n", argv[0]);
+      std::exit(2);
+    }
+    *target = std::atoi(argv[++i]);
+  }
+  return a;
 }
 
 /// The 1-minute load average (the machine may be shared with parallel builds).

@@ -22,43 +22,8 @@
 
 #include "bench_util.h"
 
-namespace {
-
-struct Args {
-  int reps = 20;
-  int warmup = 3;
-  int threads = 2;
-};
-
-Args parse(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    auto next = [&]() -> int {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", s.c_str());
-        std::exit(2);
-      }
-      return std::atoi(argv[++i]);
-    };
-    if (s == "--reps") {
-      a.reps = next();
-    } else if (s == "--warmup") {
-      a.warmup = next();
-    } else if (s == "--threads") {
-      a.threads = next();
-    } else {
-      std::fprintf(stderr, "usage: %s [--reps N] [--warmup N] [--threads N]\n", argv[0]);
-      std::exit(2);
-    }
-  }
-  return a;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
-  const Args a = parse(argc, argv);
+  const tquant::bench::Args a = tquant::bench::parse_args(argc, argv, {20, 3, 2});
   at::set_num_threads(a.threads);
   at::manual_seed(0);
 

@@ -36,16 +36,11 @@ void check_scale(double scale, const char* operand) {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-#define TQUANT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-
-TQUANT_AVX512 inline __mmask16 tail_mask(int64_t left) {
-  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
-}
 
 // exp(x) for x <= 0 (softmax after subtracting the row maximum): x = n ln2 + r, |r| <= ln2 / 2,
 // e^r by Cephes' degree-6 polynomial for expf, times 2^n by vscalefps. Relative error ~2 ulp;
 // x < -87.3 gives ~0 (as expf, to within a denormal).
-TQUANT_AVX512 inline __m512 exp_nonpositive(__m512 x) {
+TQUANT_AVX512_VNNI inline __m512 exp_nonpositive(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -65,13 +60,13 @@ TQUANT_AVX512 inline __m512 exp_nonpositive(__m512 x) {
 // One row of the softmax: scores[j] = acc[j] * alpha + mask[j] (mask may be null), probs =
 // softmax(scores), out[j] = code(probs[j]) in [0, 127] as bytes. `row` is float scratch of n.
 // Returns false when the row is NaN in float (a NaN score, or every score -inf).
-TQUANT_AVX512 bool softmax_codes_row(const int32_t* acc, const float* mask, int64_t n,
+TQUANT_AVX512_VNNI bool softmax_codes_row(const int32_t* acc, const float* mask, int64_t n,
                                      float alpha, float inv_probs, float* row, uint8_t* out) {
   const __m512 valpha = _mm512_set1_ps(alpha);
   __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   __mmask16 nan = 0;
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = tail_mask(n - j);
+    const __mmask16 m = detail::tail_mask16(n - j);
     __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, acc + j)), valpha);
     if (mask != nullptr) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(m, mask + j));
     nan |= _mm512_mask_cmp_ps_mask(m, s, s, _CMP_UNORD_Q);
@@ -83,7 +78,7 @@ TQUANT_AVX512 bool softmax_codes_row(const int32_t* acc, const float* mask, int6
   const __m512 vshift = _mm512_set1_ps(max);
   __m512 vsum = _mm512_setzero_ps();
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = tail_mask(n - j);
+    const __mmask16 m = detail::tail_mask16(n - j);
     const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + j), vshift));
     _mm512_mask_storeu_ps(row + j, m, e);
     vsum = _mm512_mask_add_ps(vsum, m, vsum, e);
@@ -92,7 +87,7 @@ TQUANT_AVX512 bool softmax_codes_row(const int32_t* acc, const float* mask, int6
   const __m512 vnorm = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
   const __m512 vinv = _mm512_set1_ps(inv_probs);
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = tail_mask(n - j);
+    const __mmask16 m = detail::tail_mask16(n - j);
     const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + j), vnorm);
     const __m512 s = _mm512_min_ps(_mm512_mul_ps(p, vinv), _mm512_set1_ps(kQMax));
     const __m512i r = _mm512_cvt_roundps_epi32(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

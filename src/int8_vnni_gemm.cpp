@@ -30,7 +30,7 @@ constexpr int kMaxBlocks = 4;
 // One tile: rows [0, kRows) of a, column blocks [0, kBlocks) of b (b points at the tile's first
 // block); `columns` is how many of the tile's kBlocks * 16 columns exist (the rest is padding).
 template <int kRows, int kBlocks>
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile_vnni(
+TQUANT_AVX512_VNNI void tile_vnni(
     const uint8_t* a, int64_t lda, const int8_t* b, int64_t k4, const int32_t* comp, int32_t* c,
     int64_t ldc, int64_t columns) {
   __m512i acc[kRows][kBlocks];
@@ -133,15 +133,10 @@ constexpr float kQMax = 127.0f;
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-#define TQUANT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-
-TQUANT_AVX512 inline __mmask16 tail_mask(int64_t left) {
-  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
-}
 
 // Codes of 16 lanes as int32 (clamp then round: the bounds are integers, so the order does not
 // matter); `bad` collects lanes that are NaN or +-Inf (x - x is not 0 there).
-TQUANT_AVX512 inline __m512i codes16(const float* x, __mmask16 m, __m512 inv, __mmask16* bad) {
+TQUANT_AVX512_VNNI inline __m512i codes16(const float* x, __mmask16 m, __m512 inv, __mmask16* bad) {
   const __m512 v = _mm512_maskz_loadu_ps(m, x);
   *bad |= _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_NEQ_UQ);
   __m512 s = _mm512_mul_ps(v, inv);
@@ -151,23 +146,23 @@ TQUANT_AVX512 inline __m512i codes16(const float* x, __mmask16 m, __m512 inv, __
 
 }  // namespace
 
-TQUANT_AVX512 bool quantize_row_avx512(const float* x, int64_t n, float inv, int32_t offset,
+TQUANT_AVX512_VNNI bool quantize_row_avx512(const float* x, int64_t n, float inv, int32_t offset,
                                        uint8_t* out) {
   const __m512 vinv = _mm512_set1_ps(inv);
   const __m512i voff = _mm512_set1_epi32(offset);
   __mmask16 bad = 0;
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = tail_mask(n - i);
+    const __mmask16 m = tail_mask16(n - i);
     const __m512i r = _mm512_add_epi32(codes16(x + i, m, vinv, &bad), voff);
     _mm512_mask_cvtepi32_storeu_epi8(out + i, m, r);
   }
   return bad == 0;
 }
 
-TQUANT_AVX512 void dequantize_row_avx512(const int32_t* acc, int64_t n, float scale, float* out) {
+TQUANT_AVX512_VNNI void dequantize_row_avx512(const int32_t* acc, int64_t n, float scale, float* out) {
   const __m512 vscale = _mm512_set1_ps(scale);
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = tail_mask(n - j);
+    const __mmask16 m = tail_mask16(n - j);
     const __m512 v = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, acc + j));
     _mm512_mask_storeu_ps(out + j, m, _mm512_mul_ps(v, vscale));
   }

@@ -30,9 +30,12 @@ namespace tquant {
 ///   kConverted: after convert() with static per-tensor int8 narrow symmetric quantizers: a and b
 ///               are rounded to int8 codes with the calibrated "input_scale" / "other_scale"
 ///               buffers, multiplied exactly in integers, and scaled by input_scale *
-///               other_scale. On CPU the integer product runs as a float32 GEMM of the codes
-///               (exact while k * 127^2 < 2^24, i.e. k <= 1040; float64 beyond), because
-///               LibTorch ships no batched int8 GEMM for CPU.
+///               other_scale. On CPU (2-D and more) it runs tquant::int8_bmm_cpu, tquant's
+///               own AVX-512 VNNI kernel (LibTorch ships no batched int8 GEMM for CPU;
+///               include/tquant/int8_attention.h); a NaN / Inf in a row of a gives a NaN
+///               output row, in b a NaN column. Elsewhere the codes are multiplied as a float
+///               GEMM (exact while k * 127^2 < 2^24, float64 beyond).
+/// For attention, QuantAttention fuses both products and the softmax into one kernel.
 /// Switching to kFakeQuant freezes calibrated quantizers exactly as QuantLinear does.
 ///
 /// With no parameters to follow, new quantizers are built where the previous ones were (CPU
