@@ -36,7 +36,6 @@ void check_scale(double scale, const char* operand) {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-
 // exp(x) for x <= 0 (softmax after subtracting the row maximum): x = n ln2 + r, |r| <= ln2 / 2,
 // e^r by Cephes' degree-6 polynomial for expf, times 2^n by vscalefps. Relative error ~2 ulp;
 // x < -87.3 gives ~0 (as expf, to within a denormal).
