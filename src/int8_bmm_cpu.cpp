@@ -144,12 +144,7 @@ at::Tensor int8_bmm_cpu(const at::Tensor& a_in, const at::Tensor& b_in, double a
 at::Tensor int8_bmm_ref(const at::Tensor& a, const at::Tensor& b, double a_scale,
                         double b_scale) {
   check_bmm_inputs(a, b, a_scale, b_scale);
-  auto codes = [](const at::Tensor& x, double scale) {
-    const at::Tensor f = x.to(at::kFloat);
-    const at::Tensor c =
-        (f * (1.0f / static_cast<float>(scale))).round_().clamp_(-127, 127);
-    return at::where(at::isfinite(f), c, at::full({}, kNaN, f.options())).to(at::kDouble);
-  };
+  const auto codes = detail::int8_codes_or_nan_ref;
   const at::Tensor acc = at::matmul(codes(a, a_scale), codes(b, b_scale));
   return acc.to(at::kFloat).mul_(static_cast<float>(a_scale * b_scale)).to(a.scalar_type());
 }

@@ -18,6 +18,8 @@
 #include <cstdint>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
+
 /// The instruction sets of the kernels below (callers check cpu_has_avx512_vnni() first).
 #define TQUANT_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
@@ -76,6 +78,10 @@ bool pack_b_avx512(const float* x, int64_t rows, int64_t n, int64_t stride, floa
 void prefetch_row(const float* x, int64_t n);
 /// How many rows ahead the row loops prefetch.
 constexpr int64_t kPrefetchRows = 6;
+
+/// The reference twins' codes: detail::int8_codes_as_float of x as float64 (exact in the
+/// reference GEMMs), NaN where x is NaN or Inf, as the kernels treat such elements.
+at::Tensor int8_codes_or_nan_ref(const at::Tensor& x, double scale);
 
 /// out[j] = float(acc[j]) * scale, j < n.
 void dequantize_row_avx512(const int32_t* acc, int64_t n, float scale, float* out);

@@ -42,6 +42,7 @@
 #include "bert_config.h"
 #include "bert_model.h"
 #include "demo_data.h"
+#include "demo_mapping.h"
 #include "fine_foods.h"
 #include "tquant/histogram_search.h"
 #include "tquant/qconfig.h"
@@ -129,23 +130,11 @@ bert::BertModel load_fp32(const bert::BertConfig& config, const std::string& mod
   return model;
 }
 
-// The BERT demo's mapping (examples/bert/demo.cpp, step 2), on a bare BertModel: the demo's
-// names carry its classifier's "bert." prefix. Static int8 encoder Linears and attention
-// products, per-token dynamic int8 keys, weight-only int8 word embeddings.
-tquant::QConfigMapping demo_mapping() {
-  tquant::QConfigMapping mapping;
-  mapping.set_module_name_pattern("encoder.*", tquant::int8_static_qconfig());
-  mapping.set_module_name("embeddings.word_embeddings", tquant::weight_only_int8_qconfig());
-  mapping.set_module_name_pattern("encoder.layer.*.attention.self.key",
-                                  tquant::int8_dynamic_qconfig());
-  return mapping;
-}
-
 // Prepare with the demo's mapping, calibrate on `calibration_reviews` training reviews (a seeded
 // shuffle, batches padded to their longest review, as the demo), choose the calibrator, convert.
 bert::BertModel make_int8(const bert::BertConfig& config, const Options& o) {
   bert::BertModel model = load_fp32(config, o.model_dir);
-  const tquant::PrepareReport prepared = tquant::prepare(*model, demo_mapping());
+  const tquant::PrepareReport prepared = tquant::prepare(*model, bert::demo_int8_mapping(""));
   say("prepare: " + last_line(prepared.to_string()));
 
   const auto tokenizer = bert::WordPieceTokenizer::from_pretrained(o.model_dir);

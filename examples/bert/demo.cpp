@@ -27,6 +27,7 @@
 #include "bert_model.h"
 #include "demo_cuda.h"
 #include "demo_data.h"
+#include "demo_mapping.h"
 #include "demo_options.h"
 #include "demo_progress.h"
 #include "demo_report.h"
@@ -217,24 +218,13 @@ int run(int argc, char** argv) {
   results.durations.emplace_back("FP32 evaluation", since(step_start));
 
   // ---- 2. PTQ: prepare, calibrate once, every calibrator ------------------------------------
-  // Encoder Linears and attention matmuls: static int8 (histogram observers, per-channel
-  // weights). Word embeddings: weight-only int8 per row (3/4 of the file is this table; a
+  // Encoder Linears and attention (bert::demo_int8_mapping): static int8 (histogram
+  // observers, per-channel weights), keys with per-token dynamic scales. Word embeddings: weight-only int8 per row (3/4 of the file is this table; a
   // lookup has no GEMM to speed up). Position / token-type embeddings (tiny) and the
   // classifier head (384 x 2: nothing to gain, and it makes the decision) stay float.
   step_start = Clock::now();
-  tquant::QConfigMapping mapping;
-  mapping.set_module_name_pattern("bert.encoder.*", tquant::int8_static_qconfig());
-  mapping.set_module_name("bert.embeddings.word_embeddings", tquant::weight_only_int8_qconfig());
-  // Keys: int8 with a dynamic scale per token. Their input is a LayerNorm output in which a few
-  // tokens carry activations far larger than the rest; one static scale either clips those
-  // (the keys decide where attention goes) or rounds everything else coarsely. Measured on 160
-  // validation reviews (docs/bert.md): embedding cosine against FP32 0.9867 with static keys,
-  // 0.9945 with per-token keys; the query and value inputs matter much less.
-  mapping.set_module_name_pattern("bert.encoder.layer.*.attention.self.key",
-                                  tquant::int8_dynamic_qconfig());
-  // --float-attention: the attention products stay float (on the CPU their converted form is
-  // no faster than float; docs/backends.md).
-  if (options.float_attention) mapping.skip("bert.encoder.layer.*.attention.self.sdpa");
+  // --float-attention leaves the attention (QuantAttention) float.
+  const tquant::QConfigMapping mapping = bert::demo_int8_mapping("bert.", options.float_attention);
   const tquant::PrepareReport prepared = tquant::prepare(*model, mapping);
   bert::write_text_file(options.out_dir + "/prepare_report.txt", prepared.to_string());
   say("2. PTQ: " + last_line(prepared.to_string()) + " (full report: prepare_report.txt)");

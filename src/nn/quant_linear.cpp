@@ -203,13 +203,9 @@ void QuantLinearImpl::install_converted(const std::string& scheme, at::Tensor co
   input_scale = static_input_scale.defined()
                     ? detail::set_buffer(*this, "input_scale", std::move(static_input_scale))
                     : at::Tensor();
-  // Read once here (convert; make_converted before a load), not by .item() in every forward;
-  // a load's copy_ into the buffer is picked up by the version check of HostScalar::get.
-  if (input_scale.defined()) {
-    input_scale_host_.set(input_scale);
-  } else {
-    input_scale_host_.reset();
-  }
+  // prepare_converted (below) reads the scale once, not .item() in every forward; a load's
+  // copy_ into the buffer is picked up by load_state's prepare_converted call.
+  if (!input_scale.defined()) input_scale_host_.reset();
   mode_ = QuantMode::kConverted;
   converted_scheme_ = scheme;
   packed_.clear();

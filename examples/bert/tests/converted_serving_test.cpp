@@ -15,21 +15,10 @@
 
 #include "bert_config.h"
 #include "bert_model.h"
+#include "demo_mapping.h"
 #include "tquant/tquant.h"
 
 namespace {
-
-bert::BertConfig minilm_config() {
-  bert::BertConfig config;
-  config.vocab_size = 30522;
-  config.hidden_size = 384;
-  config.num_hidden_layers = 6;
-  config.num_attention_heads = 12;
-  config.intermediate_size = 1536;
-  config.max_position_embeddings = 512;
-  config.type_vocab_size = 2;
-  return config;
-}
 
 struct Batch {
   at::Tensor ids, types, mask;
@@ -44,16 +33,13 @@ Batch random_batch(int64_t batch, int64_t length, uint64_t seed) {
   return b;
 }
 
-// The BERT demo's mapping on the encoder: static int8 Linears and attention, dynamic keys.
+// MiniLM's shape (BertConfig's defaults: 6 layers, hidden 384, 12 heads, FFN 1536) with the
+// BERT demo's mapping on the encoder: static int8 Linears and attention, dynamic keys.
 bert::BertModel converted_minilm() {
   torch::manual_seed(0);
-  auto model = bert::BertModel(minilm_config(), /*add_pooler=*/false);
+  auto model = bert::BertModel(bert::BertConfig(), /*add_pooler=*/false);
   model->eval();
-  tquant::QConfigMapping mapping;
-  mapping.set_module_name_pattern("encoder.*", tquant::int8_static_qconfig());
-  mapping.set_module_name_pattern("encoder.layer.*.attention.self.key",
-                                  tquant::int8_dynamic_qconfig());
-  tquant::prepare(*model, mapping);
+  tquant::prepare(*model, bert::demo_int8_mapping(""));
   torch::NoGradGuard no_grad;
   for (uint64_t seed = 1; seed <= 2; ++seed) {
     const Batch b = random_batch(4, 32, seed);
@@ -61,7 +47,8 @@ bert::BertModel converted_minilm() {
   }
   tquant::set_calibration_method(*model, tquant::CalibrationMethod::kMax);
   const tquant::ConvertReport report = tquant::convert(*model);
-  EXPECT_EQ(report.converted.size(), 6u * 7u) << report.to_string();
+  // 6 layers x (Q, K, V, attention, attention output, FFN in, FFN out) + word embeddings.
+  EXPECT_EQ(report.converted.size(), 6u * 7u + 1u) << report.to_string();
   return model;
 }
 
@@ -107,7 +94,7 @@ TEST(ConvertedMiniLm, LoadsIntoAFreshModelThatAnswersAtOnceAndFromManyThreads) {
   const auto path = std::filesystem::temp_directory_path() /
                     ("converted_minilm_" + std::to_string(::getpid()) + ".safetensors");
   tquant::save_state(*model, path.string());
-  auto fresh = bert::BertModel(minilm_config(), /*add_pooler=*/false);
+  auto fresh = bert::BertModel(bert::BertConfig(), /*add_pooler=*/false);
   fresh->eval();
   tquant::load_state(*fresh, path.string());
   std::filesystem::remove(path);
