@@ -12,6 +12,8 @@
 #include "tquant/nn/quantizable.h"
 #include "tquant/qconfig_mapping.h"
 
+#include "module_walk.h"
+
 namespace tquant {
 
 namespace {
@@ -29,18 +31,16 @@ std::string number(double value) {
   return buffer;
 }
 
-/// Every prepared tquant module (one with a QConfig) with its qualified name. quantize.cpp
-/// walks the tree the same way; its helper is internal to that file.
+/// Every prepared tquant module (one with a QConfig) with its qualified name, in
+/// named_modules() order.
 std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> prepared_modules(
     nn::Module& model) {
-  std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> result;
-  for (const auto& item : model.named_modules()) {
-    const Quantizable* quantizable = as_quantizable(*item.value());
-    if (quantizable != nullptr && quantizable->qconfig()) {
-      result.emplace_back(item.key(), item.value());
-    }
-  }
-  return result;
+  auto modules = detail::quantizable_modules(model);
+  const auto unprepared = [](const auto& item) {
+    return !as_quantizable(*item.second)->qconfig();
+  };
+  modules.erase(std::remove_if(modules.begin(), modules.end(), unprepared), modules.end());
+  return modules;
 }
 
 /// Everything a mode switch can change in a module: its mode and, per quantizer, the two
@@ -51,10 +51,11 @@ class Snapshot {
   explicit Snapshot(nn::Module& model) {
     for (auto& [name, module] : prepared_modules(model)) {
       Entry entry{module, as_quantizable(*module)->mode(), {}};
-      for (const auto& item : module->modules(/*include_self=*/false)) {
-        auto quantizer = std::dynamic_pointer_cast<FakeQuantizeImpl>(item);
-        if (quantizer == nullptr) continue;
-        entry.quantizers.push_back({quantizer, quantizer->observer_enabled(),
+      for (const auto& [quantizer_name, quantizer] : detail::quantizers_of(*module)) {
+        // Owned here too: restore() must not depend on the model still holding the quantizer.
+        entry.quantizers.push_back({std::static_pointer_cast<FakeQuantizeImpl>(
+                                        quantizer->shared_from_this()),
+                                    quantizer->observer_enabled(),
                                     quantizer->fake_quant_enabled(),
                                     quantizer->scale.detach().clone(),
                                     quantizer->zero_point.detach().clone()});
