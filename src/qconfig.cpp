@@ -95,4 +95,43 @@ QConfig weight_only_int4_qconfig(int64_t block_size, const PresetOptions& option
   return QConfig{QuantizerFactory(), std::move(weight)};
 }
 
+// ---- W4A8: int4 weights with int8 activations ------------------------------------------------
+
+QuantSpec int4_per_channel_weight_spec() {
+  return QuantSpec(QuantDtype::kInt4)
+      .symmetric(true)
+      .narrow_range(true)
+      .granularity(Granularity::kPerChannel)
+      .axis(0);
+}
+
+namespace {
+
+QuantizerFactory int4_weight(int64_t block_size, const PresetOptions& options, const char* preset) {
+  TORCH_CHECK_VALUE(block_size >= 0, preset, ": expected block_size >= 0 (0: one scale per "
+                    "output channel), got ", block_size);
+  if (block_size == 0) {
+    return fake_quantize_factory(FakeQuantizeOptions(observer_factory<PerChannelMinMaxObserver>(
+        min_max(int4_per_channel_weight_spec(), options))));
+  }
+  return fake_quantize_factory(FakeQuantizeOptions(
+      observer_factory<MinMaxObserver>(min_max(int4_per_block_weight_spec(block_size), options))));
+}
+
+}  // namespace
+
+QConfig w4a8_qconfig(int64_t block_size, const PresetOptions& options) {
+  QConfig qconfig = int8_static_qconfig(options);
+  qconfig.weight = int4_weight(block_size, options, "w4a8_qconfig");
+  return qconfig;
+}
+
+QConfig w4a8_qat_qconfig(int64_t block_size, const PresetOptions& options) {
+  QConfig qconfig = int8_qat_qconfig(options);
+  qconfig.weight = int4_weight(block_size, options, "w4a8_qat_qconfig");
+  return qconfig;
+}
+
+// ---- end W4A8 --------------------------------------------------------------------------------
+
 }  // namespace tquant

@@ -119,4 +119,35 @@ QConfig weight_only_int8_qconfig(const PresetOptions& options = {});
 QConfig weight_only_int4_qconfig(int64_t block_size = 128,
                                   const PresetOptions& options = {});
 
+// ---- W4A8: int4 weights with int8 activations ------------------------------------------------
+
+/// Spec of int4 weights with one scale per output channel (axis 0 of a [out_features,
+/// in_features] weight): symmetric, narrow range,
+///   scale[o] = max |w[o, :]| / 7,  zero_point = 0,  q in [-7, 7].
+QuantSpec int4_per_channel_weight_spec();
+
+/// W4A8, post-training static: int8 activations exactly as int8_static_qconfig (HistogramObserver,
+/// percentile 99.99, int8_per_tensor_activation_spec()) and int4 weights:
+///   block_size == 0: one scale per output channel, PerChannelMinMaxObserver,
+///                    int4_per_channel_weight_spec();
+///   block_size  > 0: one scale per `block_size` consecutive input features (a "group"),
+///                    MinMaxObserver, int4_per_block_weight_spec(block_size); in_features must be
+///                    a multiple of block_size.
+/// convert() gives the scheme "w4a8" (per channel, runs on the INT8 GEMM at INT8 speed) or
+/// "w4a8:block=B" (one INT8 GEMM per block; docs/backends.md); the int4 codes are stored two per
+/// byte ("weight_int4", docs/formats.md). Gradients: clipped straight-through. Throws if
+/// block_size < 0.
+///
+/// Example:
+///   tquant::prepare(model, tquant::QConfigMapping(tquant::w4a8_qconfig()));        // per channel
+///   tquant::prepare(model, tquant::QConfigMapping(tquant::w4a8_qconfig(128)));     // groups of 128
+QConfig w4a8_qconfig(int64_t block_size = 0, const PresetOptions& options = {});
+
+/// W4A8 for quantization-aware training: activations as int8_qat_qconfig
+/// (MovingAverageMinMaxObserver, int8_per_tensor_activation_spec()), int4 weights as
+/// w4a8_qconfig(block_size). Throws if block_size < 0.
+QConfig w4a8_qat_qconfig(int64_t block_size = 0, const PresetOptions& options = {});
+
+// ---- end W4A8 --------------------------------------------------------------------------------
+
 }  // namespace tquant

@@ -19,6 +19,7 @@
 ///   fuse.h               fuse Conv2d + BatchNorm2d (+ ReLU)
 ///   sensitivity.h        per-module sensitivity analysis and mixed-precision fallback
 ///   gemm.h               CPU INT8 Linear (oneDNN / _int_mm)
+///   int4_pack.h          int4 codes packed two per byte (W4A8 weights)
 ///   cuda_int8.h          CUDA INT8 GEMM (cuBLASLt) and fused quantize / dequantize kernels
 ///   serialize.h          save_state / load_state (safetensors)
 
@@ -43,6 +44,7 @@
 #include "tquant/fuse.h"
 #include "tquant/sensitivity.h"
 #include "tquant/gemm.h"
+#include "tquant/int4_pack.h"
 #include "tquant/int8_attention.h"
 #include "tquant/cuda_int8.h"
 #include "tquant/safetensors.h"

@@ -2,14 +2,16 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include <torch/nn/functional/linear.h>
 #include <torch/nn/init.h>
 #include <torch/utils.h>
 
-#include "tquant/cuda_int8.h"
+#include "tquant/int4_pack.h"
 
 #include "converted_weight.h"
+#include "linear_int8_gemm.h"
 #include "quant_module_detail.h"
 
 namespace tquant {
@@ -21,6 +23,35 @@ namespace F = torch::nn::functional;
 std::string module_name(const torch::nn::LinearOptions& options) {
   return "QuantLinear(in_features=" + std::to_string(options.in_features()) +
          ", out_features=" + std::to_string(options.out_features()) + ")";
+}
+
+using detail::LinearScheme;
+
+/// Scheme kinds as converted_scheme() spells them (before an optional ":block=B").
+constexpr std::pair<LinearScheme, const char*> kSchemeNames[] = {
+    {LinearScheme::kInt8Static, "int8_static"},
+    {LinearScheme::kInt8Dynamic, "int8_dynamic"},
+    {LinearScheme::kWeightOnly, "weight_only"},
+    {LinearScheme::kW4A8, "w4a8"}};
+
+std::string scheme_name(LinearScheme kind) {
+  for (const auto& [k, name] : kSchemeNames) {
+    if (k == kind) return name;
+  }
+  TORCH_INTERNAL_ASSERT(false, "QuantLinear: no name for converted scheme ",
+                        static_cast<int>(kind));
+}
+
+LinearScheme scheme_kind(const std::string& name) {
+  for (const auto& [kind, n] : kSchemeNames) {
+    if (name == n) return kind;
+  }
+  TORCH_INTERNAL_ASSERT(false, "QuantLinear: unknown converted scheme kind '", name, "'");
+}
+
+/// The int4 weights W4A8 stores packed: symmetric, narrow range (codes in [-7, 7]).
+bool is_int4_gemm_weight_spec(const QuantSpec& spec) {
+  return spec.dtype() == QuantDtype::kInt4 && spec.symmetric() && spec.narrow_range();
 }
 
 }  // namespace
@@ -136,20 +167,25 @@ ConvertResult QuantLinearImpl::convert() {
     return {false, "", "no weight quantizer: nothing to store as integers"};
   }
   const QuantSpec& weight_spec = weight_quantizer->observer_ref().quant_spec();
-  std::string kind = "weight_only";
+  LinearScheme kind = LinearScheme::kWeightOnly;
   at::Tensor static_scale;
   if (!input_quantizer.is_empty()) {
     const QuantSpec& input_spec = input_quantizer->observer_ref().quant_spec();
-    if (!detail::is_int8_gemm_spec(input_spec) || !detail::is_int8_gemm_spec(weight_spec) ||
-        input_spec.granularity() != Granularity::kPerTensor ||
-        weight_spec.granularity() == Granularity::kPerBlock) {
-      return {false, "", "no INT8 GEMM for input " + to_string(input_spec) + " with weight " +
+    const bool dynamic = input_quantizer->options.dynamic();
+    const bool int8_weight = detail::is_int8_gemm_spec(weight_spec) &&
+                             weight_spec.granularity() != Granularity::kPerBlock;
+    const bool int4_weight = is_int4_gemm_weight_spec(weight_spec) && !dynamic;
+    if (!detail::is_int8_gemm_spec(input_spec) ||
+        input_spec.granularity() != Granularity::kPerTensor || !(int8_weight || int4_weight)) {
+      return {false, "", "no INT8 GEMM for input " + to_string(input_spec) +
+                             (dynamic ? " (dynamic)" : "") + " with weight " +
                              to_string(weight_spec) + " (it needs int8 narrow-range symmetric "
-                             "per-tensor input and per-tensor or per-channel weight); stays " +
-                             to_string(mode_)};
+                             "per-tensor input and an int8 narrow symmetric per-tensor or "
+                             "per-channel weight, or a static input and an int4 narrow "
+                             "symmetric weight); stays " + to_string(mode_)};
     }
-    if (input_quantizer->options.dynamic()) {
-      kind = "int8_dynamic";
+    if (dynamic) {
+      kind = LinearScheme::kInt8Dynamic;
     } else {
       QParams qparams = input_quantizer->qparams();
       if (!qparams.defined() && input_quantizer->observer_ref().has_data()) {
@@ -159,7 +195,7 @@ ConvertResult QuantLinearImpl::convert() {
         return {false, "", "its input quantizer has no scale (not calibrated); run "
                            "tquant::calibrate before convert"};
       }
-      kind = "int8_static";
+      kind = int4_weight ? LinearScheme::kW4A8 : LinearScheme::kInt8Static;
       static_scale = qparams.scale.detach().to(at::kCPU, at::kFloat).reshape({});
     }
   }
@@ -167,7 +203,7 @@ ConvertResult QuantLinearImpl::convert() {
   auto codes = detail::weight_codes(*weight_quantizer, weight, &reason);
   if (!codes) return {false, "", reason};
   const auto device = weight.device();
-  install_converted(detail::format_scheme(kind, codes->block), codes->codes, codes->scale,
+  install_converted(kind, codes->block, codes->codes, codes->scale,
                     static_scale.defined() ? static_scale.to(device) : static_scale);
   return {true, converted_scheme_, ""};
 }
@@ -175,30 +211,38 @@ ConvertResult QuantLinearImpl::convert() {
 void QuantLinearImpl::make_converted(const std::string& scheme) {
   const std::string what = module_name(options);
   TORCH_CHECK_VALUE(mode_ != QuantMode::kConverted || scheme == converted_scheme_ ||
-                        !weight_int8.defined(),
+                        !(weight_int8.defined() || weight_int4.defined()),
                     what, ": already converted with scheme '", converted_scheme_,
                     "', cannot change to '", scheme, "'");
-  const auto parsed =
-      detail::parse_scheme(scheme, {"int8_static", "int8_dynamic", "weight_only"}, what);
-  TORCH_CHECK_VALUE(parsed.kind == "weight_only" || parsed.block == 0, what,
-                    ": the INT8 GEMM schemes take one weight scale per output channel, got '",
+  const auto parsed = detail::parse_scheme(
+      scheme, {"int8_static", "int8_dynamic", "weight_only", "w4a8"}, what);
+  const LinearScheme kind = scheme_kind(parsed.kind);
+  TORCH_CHECK_VALUE(parsed.block == 0 || kind == LinearScheme::kWeightOnly ||
+                        kind == LinearScheme::kW4A8,
+                    what, ": the INT8 GEMM schemes take one weight scale per output channel, got '",
                     scheme, "'");
   auto codes = detail::placeholder_codes(options.out_features(), options.in_features(),
                                          parsed.block, what);
   const auto device = bias.defined() ? bias.device()
                                      : (weight.defined() ? weight.device() : at::Device(at::kCPU));
-  install_converted(scheme, codes.codes.to(device), codes.scale.to(device),
-                    parsed.kind == "int8_static" ? at::ones({}, at::TensorOptions(device))
-                                                 : at::Tensor());
+  const bool static_input = kind == LinearScheme::kInt8Static || kind == LinearScheme::kW4A8;
+  install_converted(kind, parsed.block, codes.codes.to(device), codes.scale.to(device),
+                    static_input ? at::ones({}, at::TensorOptions(device)) : at::Tensor());
 }
 
-void QuantLinearImpl::install_converted(const std::string& scheme, at::Tensor codes,
+void QuantLinearImpl::install_converted(LinearScheme kind, int64_t block, at::Tensor codes,
                                         at::Tensor scale, at::Tensor static_input_scale) {
   if (parameters_.contains("weight")) parameters_.erase("weight");
   weight = at::Tensor();
   detail::unregister_quantizer(*this, "input_quantizer", input_quantizer);
   detail::unregister_quantizer(*this, "weight_quantizer", weight_quantizer);
-  weight_int8 = detail::set_buffer(*this, "weight_int8", std::move(codes));
+  // W4A8 keeps only the packed codes (two per byte); the int8 form the GEMM needs is derived
+  // from them once (gemm_weights).
+  if (kind == LinearScheme::kW4A8) {
+    weight_int4 = detail::set_buffer(*this, "weight_int4", pack_int4(codes));
+  } else {
+    weight_int8 = detail::set_buffer(*this, "weight_int8", std::move(codes));
+  }
   weight_scale = detail::set_buffer(*this, "weight_scale", std::move(scale));
   input_scale = static_input_scale.defined()
                     ? detail::set_buffer(*this, "input_scale", std::move(static_input_scale))
@@ -207,58 +251,40 @@ void QuantLinearImpl::install_converted(const std::string& scheme, at::Tensor co
   // copy_ into the buffer is picked up by load_state's prepare_converted call.
   if (!input_scale.defined()) input_scale_host_.reset();
   mode_ = QuantMode::kConverted;
-  converted_scheme_ = scheme;
-  packed_.clear();
+  converted_kind_ = kind;
+  converted_scheme_ = detail::format_scheme(scheme_name(kind), block);
+  gemm_weights_.clear();
   prepare_converted();
 }
 
 void QuantLinearImpl::prepare_converted() {
   if (mode_ != QuantMode::kConverted) return;
   if (input_scale.defined()) input_scale_host_.set(input_scale);
-  if (converted_scheme_.rfind("int8_", 0) == 0 && weight_int8.device().is_cpu()) packed_weight();
+  if (converted_kind_ != LinearScheme::kWeightOnly) gemm_weights();
 }
 
-std::shared_ptr<const Int8Weight> QuantLinearImpl::packed_weight() {
-  return packed_.get({&weight_int8, &weight_scale},
-                     [&] { return prepare_int8_weight(weight_int8, weight_scale); });
+std::shared_ptr<const detail::LinearGemmWeights> QuantLinearImpl::gemm_weights() {
+  return gemm_weights_.get({&weight_int8, &weight_int4, &weight_scale}, [&] {
+    const at::Tensor codes = converted_kind_ == LinearScheme::kW4A8
+                                 ? unpack_int4(weight_int4, options.in_features())
+                                 : weight_int8;
+    return detail::linear_gemm_weights(codes, weight_scale);
+  });
 }
 
 at::Tensor QuantLinearImpl::converted_forward(const at::Tensor& input) {
-  if (converted_scheme_.rfind("weight_only", 0) == 0) {
+  if (converted_kind_ == LinearScheme::kWeightOnly) {
     const at::Tensor w = detail::dequantize_codes(weight_int8, weight_scale);
     return F::linear(input, w.to(input.scalar_type()), bias);
   }
   torch::NoGradGuard no_grad;
   const std::optional<double> static_scale =
-      converted_scheme_ == "int8_static"
-          ? std::optional<double>(input_scale_host_.get(input_scale))
-          : std::nullopt;
-  if (input.is_cuda()) {
-    const std::optional<at::Tensor> b = bias.defined() ? std::optional<at::Tensor>(bias)
-                                                       : std::nullopt;
-    // The fused kernels need a build with them and N % 4 == 0 (cuBLASLt's int8 regular
-    // ordering); otherwise the exact ATen reference twin runs on the GPU.
-    const bool built = cuda_int8_built();
-    if (built && options.out_features() % kInt8GemmDimMultiple == 0) {
-      return int8_linear_cuda(input, static_scale, weight_int8, weight_scale, b);
-    }
-    TORCH_WARN_ONCE(module_name(options), ": converted '", converted_scheme_, "' on CUDA runs "
-                    "the ATen reference int8_linear_cuda_ref (slow) because ",
-                    built ? "out_features is not a multiple of 4"
-                          : "tquant was built without CUDA kernels",
-                    " (warned once)");
-    return int8_linear_cuda_ref(input, static_scale, weight_int8, weight_scale, b);
-  }
-  TORCH_CHECK_NOT_IMPLEMENTED(input.is_cpu(), module_name(options), ": converted '",
-                              converted_scheme_, "' runs on CPU and CUDA tensors, got a ",
-                              input.device(), " tensor");
-  const at::Tensor x = input.to(at::kFloat);
-  const c10::optional<at::Tensor> b =
-      bias.defined() ? c10::optional<at::Tensor>(bias.to(at::kFloat)) : c10::nullopt;
-  const std::shared_ptr<const Int8Weight> packed = packed_weight();
-  const at::Tensor y = static_scale ? int8_linear_static(x, *static_scale, *packed, b)
-                                     : int8_linear_dynamic(x, *packed, b);
-  return y.to(input.scalar_type());
+      converted_kind_ == LinearScheme::kInt8Dynamic
+          ? std::nullopt
+          : std::optional<double>(input_scale_host_.get(input_scale));
+  return detail::linear_int8_gemm(input, static_scale, *gemm_weights(), bias, [&] {
+    return module_name(options) + ": converted '" + converted_scheme_ + "'";
+  });
 }
 
 }  // namespace tquant

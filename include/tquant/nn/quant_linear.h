@@ -19,6 +19,13 @@
 
 namespace tquant {
 
+namespace detail {
+struct LinearGemmWeights;  // src/nn/linear_int8_gemm.h
+/// The scheme of a converted QuantLinear, decided once at convert / make_converted so forward
+/// tests no string (converted_scheme() keeps the text, e.g. "w4a8:block=128").
+enum class LinearScheme { kNone, kInt8Static, kInt8Dynamic, kWeightOnly, kW4A8 };
+}  // namespace detail
+
 class QuantLinear;
 
 /// Quantizable twin of torch::nn::Linear:  y = x W^T + b.
@@ -42,7 +49,14 @@ class QuantLinear;
 ///                                 into a host copy at convert / load, never per forward);
 ///                 "int8_dynamic": int8_linear_dynamic (per-token scales at run time);
 ///                 "weight_only":  F::linear(x, codes * scale, bias) (memory saving only; int4
-///                                 per-block weights give "weight_only:block=B").
+///                                 per-block weights give "weight_only:block=B");
+///                 "w4a8":         int4 weights (w4a8_qconfig): the codes are stored packed two
+///                                 per byte as "weight_int4" uint8 [out, ceil(in / 2)]
+///                                 (tquant/int4_pack.h; no "weight_int8"), unpacked once at
+///                                 convert / load, and run int8_linear_static like "int8_static";
+///                 "w4a8:block=B": int4 weights with one scale per B input features
+///                                 ("weight_scale" [out, in / B]): one static INT8 GEMM per block
+///                                 of B columns, the float32 results summed.
 ///               The result equals the kFakeQuant result up to float32 rounding of the GEMM
 ///               epilogue (the integer codes are the very ones fake quantization rounds to).
 ///               On a CUDA tensor the INT8 schemes run int8_linear_cuda (tquant/cuda_int8.h)
@@ -102,13 +116,16 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   /// Lowers to integer execution (see kConverted above): int8 static when the input quantizer
   /// is static per-tensor int8 narrow symmetric and the weight's is int8 narrow symmetric per
   /// tensor or per output channel; int8 dynamic when the input quantizer is dynamic
-  /// (int8_dynamic_qconfig); weight-only without an input quantizer. Anything else is not
+  /// (int8_dynamic_qconfig); w4a8 (or w4a8:block=B) when the input quantizer is static as for
+  /// int8 static and the weight's is int4 narrow symmetric per tensor, per output channel or
+  /// per block along the input dimension; weight-only without an input quantizer. Anything else is not
   /// converted (reason given) and stays in its mode. Converting an uncalibrated static input
   /// quantizer is refused; an unobserved weight quantizer observes the weight first.
   ConvertResult convert() override;
   std::string converted_scheme() const override { return converted_scheme_; }
   void make_converted(const std::string& scheme) override;
-  /// Prepacks the int8 weight (CPU int8 schemes) and reads the static input scale.
+  /// Builds the int8 weights the GEMM runs on (unpacks int4 codes; prepacks on CPU) and reads
+  /// the static input scale.
   void prepare_converted() override;
 
   torch::nn::LinearOptions options;
@@ -121,18 +138,23 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   /// Quantizer of the weight; empty without a QConfig (or if the config has no weight factory).
   FakeQuantize weight_quantizer{nullptr};
   /// Converted state (kConverted only, undefined otherwise): int8 codes [out, in], float32
-  /// scales [out] (or [out, in / B] for per-block weight-only), static input scale [].
+  /// scales [out] (or [out, in / B] for per-block weight-only and w4a8:block=B), static input
+  /// scale [].
   at::Tensor weight_int8;
   at::Tensor weight_scale;
   at::Tensor input_scale;
+  /// Converted "w4a8" state instead of weight_int8: int4 codes packed two per byte, uint8
+  /// [out, ceil(in / 2)] in the Int4Pair layout (low nibble = even input feature).
+  at::Tensor weight_int4;
 
  private:
-  void install_converted(const std::string& scheme, at::Tensor codes, at::Tensor scale,
-                         at::Tensor static_input_scale);
+  void install_converted(detail::LinearScheme kind, int64_t block, at::Tensor codes,
+                         at::Tensor scale, at::Tensor static_input_scale);
   at::Tensor converted_forward(const at::Tensor& input);
-  /// The int8 weight prepacked for the CPU GEMM: built at convert, rebuilt (once, under a lock)
-  /// when the codes or scales change (load_state, to(device)).
-  std::shared_ptr<const Int8Weight> packed_weight();
+  /// The int8 weights of the GEMM schemes (unpacked int4 codes, prepacked on CPU): built at
+  /// convert, rebuilt (once, under a lock) when the codes or scales change (load_state,
+  /// to(device)).
+  std::shared_ptr<const detail::LinearGemmWeights> gemm_weights();
   void install_quantizers();
   void apply_mode();
   void check_input(const at::Tensor& input) const;
@@ -140,7 +162,8 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   std::optional<QConfig> qconfig_;
   QuantMode mode_ = QuantMode::kFloat;
   std::string converted_scheme_;
-  detail::DerivedCache<Int8Weight> packed_;
+  detail::LinearScheme converted_kind_ = detail::LinearScheme::kNone;
+  detail::DerivedCache<detail::LinearGemmWeights> gemm_weights_;
   /// Host copy of input_scale (int8_static), so forward never syncs with the GPU to read it.
   detail::HostScalar input_scale_host_;
 };
