@@ -198,4 +198,11 @@ std::string describe(const DemoOptions& o) {
   return out.str();
 }
 
+std::string fp32_checkpoint_path(const DemoOptions& o, size_t train_size) {
+  std::ostringstream key;
+  key << "seq" << o.seq_len << "_n" << train_size << "_v" << o.validation_size << "_e" << o.epochs
+      << "_b" << o.batch_size << "_lr" << o.encoder_lr << "_h" << o.head_lr << "_s" << o.seed;
+  return o.data_dir + "/fine_foods_minilm_fp32_" + key.str() + ".safetensors";
+}
+
 }  // namespace bert

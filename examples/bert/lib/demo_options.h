@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -71,6 +72,12 @@ DemoOptions parse_demo_options(int argc, char** argv, bool* help);
 /// 64 calibration reviews, sensitivity ranked on 64 validation reviews, 12 QAT steps; latency
 /// still at batch 32 x 128 (1 warm-up, median of 3).
 void apply_quick_mode(DemoOptions& options);
+
+/// Where the fine-tuned FP32 classifier is cached: <data_dir>/fine_foods_minilm_fp32_<key>.safetensors,
+/// the key naming every setting the fine-tuning depends on (sequence length, `train_size`
+/// training reviews, validation size, epochs, batch, learning rates, seed), so that a run with
+/// other settings trains its own.
+std::string fp32_checkpoint_path(const DemoOptions& options, size_t train_size);
 
 /// One line per setting, for the log and the results files.
 std::string describe(const DemoOptions& options);

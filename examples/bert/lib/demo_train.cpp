@@ -54,6 +54,25 @@ EvalResult evaluate(BertClassifierImpl& model, const EncodedSet& set, int64_t ba
   return result;
 }
 
+double embedding_error(const at::Tensor& reference, const at::Tensor& embeddings) {
+  return 1.0 - (reference * embeddings).sum(-1).mean().item<double>();
+}
+
+std::vector<at::Tensor> snapshot_parameters(torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> copy;
+  for (const auto& p : model.parameters()) copy.push_back(p.detach().clone());
+  return copy;
+}
+
+void restore_parameters(torch::nn::Module& model, const std::vector<at::Tensor>& copy) {
+  torch::NoGradGuard no_grad;
+  auto params = model.parameters();
+  TORCH_CHECK(params.size() == copy.size(), "restore_parameters: expected ", params.size(),
+              " tensors, got ", copy.size());
+  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(copy[i]);
+}
+
 double train_classifier(BertClassifierImpl& model, const EncodedSet& train,
                         const TrainSettings& settings, int64_t callback_every,
                         const std::function<void(int64_t)>& callback) {

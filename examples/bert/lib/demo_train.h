@@ -3,8 +3,10 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
 
 #include "bert_model.h"
 #include "demo_data.h"
@@ -25,6 +27,11 @@ struct EvalResult {
 /// in length-sorted batches. Progress goes to stderr under `label`.
 EvalResult evaluate(BertClassifierImpl& model, const EncodedSet& set, int64_t batch_size,
                     const std::string& label, bool keep_embeddings = false, size_t limit = 0);
+
+/// Sentence-embedding error against a reference: mean (1 - cosine) over the rows of two
+/// [N, hidden] tensors of L2-normalized embeddings (so the dot product is the cosine).
+/// 0 = identical directions.
+double embedding_error(const at::Tensor& reference, const at::Tensor& embeddings);
 
 /// Fine-tuning settings (AdamW, linear warm-up then linear decay to 0 over `steps`).
 struct TrainSettings {
@@ -54,6 +61,11 @@ struct TrainSettings {
 double train_classifier(BertClassifierImpl& model, const EncodedSet& train,
                         const TrainSettings& settings, int64_t callback_every = 0,
                         const std::function<void(int64_t)>& callback = {});
+
+/// A copy of the parameters of `model` (a QAT checkpoint), and its way back into the model
+/// (which must have the same parameters, in the same order).
+std::vector<at::Tensor> snapshot_parameters(torch::nn::Module& model);
+void restore_parameters(torch::nn::Module& model, const std::vector<at::Tensor>& copy);
 
 /// Median wall time in milliseconds of `runs` forwards of `model` on `batch` (after `warmup`
 /// forwards), eval mode, no gradients.
