@@ -96,9 +96,11 @@ bool cpu_has_avx512() {
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 // Returns false when the row holds a NaN or Inf (x - x is not 0 there): its codes are then
-// meaningless and the caller makes the row's output NaN.
+// meaningless and the caller makes the row's output NaN. `mul` (SmoothQuant's 1 / s, or null)
+// multiplies x per column before the scale: round((x[i] * mul[i]) * inv).
 __attribute__((target("avx512f"))) bool quantize_row_avx512(const float* x, void* q, int64_t n,
-                                                            float inv, int32_t offset) {
+                                                            float inv, int32_t offset,
+                                                            const float* mul = nullptr) {
   const __m512 vinv = _mm512_set1_ps(inv);
   const __m512 lo = _mm512_set1_ps(-kQMax);
   const __m512 hi = _mm512_set1_ps(kQMax);
@@ -110,7 +112,7 @@ __attribute__((target("avx512f"))) bool quantize_row_avx512(const float* x, void
   for (; i + 16 <= n; i += 16) {
     const __m512 xv = _mm512_loadu_ps(x + i);
     bad |= _mm512_cmp_ps_mask(_mm512_sub_ps(xv, xv), zero, _CMP_NEQ_UQ);
-    __m512 v = _mm512_mul_ps(xv, vinv);
+    __m512 v = _mm512_mul_ps(mul ? _mm512_mul_ps(xv, _mm512_loadu_ps(mul + i)) : xv, vinv);
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
     __m512i r = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     r = _mm512_add_epi32(r, voff);
@@ -120,7 +122,8 @@ __attribute__((target("avx512f"))) bool quantize_row_avx512(const float* x, void
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
     const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
     bad |= _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(xv, xv), zero, _CMP_NEQ_UQ);
-    __m512 v = _mm512_mul_ps(xv, vinv);
+    __m512 v = _mm512_mul_ps(mul ? _mm512_mul_ps(xv, _mm512_maskz_loadu_ps(m, mul + i)) : xv,
+                             vinv);
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
     __m512i r = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     r = _mm512_add_epi32(r, voff);
@@ -129,13 +132,20 @@ __attribute__((target("avx512f"))) bool quantize_row_avx512(const float* x, void
   return bad == 0;
 }
 
-__attribute__((target("avx512f"))) float row_amax_avx512(const float* x, int64_t n) {
+// max_i |x[i] * mul[i]| (mul as in quantize_row_avx512, or null for max_i |x[i]|).
+__attribute__((target("avx512f"))) float row_amax_avx512(const float* x, int64_t n,
+                                                         const float* mul = nullptr) {
   __m512 acc = _mm512_setzero_ps();
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) acc = _mm512_max_ps(acc, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+  for (; i + 16 <= n; i += 16) {
+    const __m512 xv = _mm512_loadu_ps(x + i);
+    acc = _mm512_max_ps(acc, _mm512_abs_ps(mul ? _mm512_mul_ps(xv, _mm512_loadu_ps(mul + i)) : xv));
+  }
   if (i < n) {
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
-    acc = _mm512_max_ps(acc, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + i)));
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+    acc = _mm512_max_ps(
+        acc, _mm512_abs_ps(mul ? _mm512_mul_ps(xv, _mm512_maskz_loadu_ps(m, mul + i)) : xv));
   }
   return _mm512_reduce_max_ps(acc);
 }
@@ -164,14 +174,17 @@ std::vector<int64_t> flagged_rows(const std::vector<char>& flags) {
 }
 
 // Per-tensor quantization of a contiguous float [M, K] into int8 (offset 0) or uint8 (128).
-// `nonfinite` (when not null) receives the rows that hold a NaN or Inf.
+// `nonfinite` (when not null) receives the rows that hold a NaN or Inf. `mult` (float32 [K]
+// contiguous, or undefined) multiplies x per column first (SmoothQuant), in the same pass.
 at::Tensor quantize_per_tensor_impl(const at::Tensor& x, double scale, int32_t offset,
-                                    std::vector<int64_t>* nonfinite = nullptr) {
+                                    std::vector<int64_t>* nonfinite = nullptr,
+                                    const at::Tensor& mult = {}) {
   const auto dtype = offset == 0 ? at::kChar : at::kByte;
   if (!cpu_has_avx512()) {
     if (nonfinite != nullptr) *nonfinite = nonfinite_rows_aten(x);
     // Fallback without AVX-512: a few ATen passes, same rounding.
-    auto q = at::round(x * static_cast<double>(reciprocal_f32(scale))).clamp_(-kQMax, kQMax);
+    const at::Tensor xm = mult.defined() ? x * mult : x;
+    auto q = at::round(xm * static_cast<double>(reciprocal_f32(scale))).clamp_(-kQMax, kQMax);
     if (offset != 0) q.add_(offset);
     return q.to(dtype);
   }
@@ -180,11 +193,13 @@ at::Tensor quantize_per_tensor_impl(const at::Tensor& x, double scale, int32_t o
   auto q = at::empty({m, k}, x.options().dtype(dtype));
   const float inv = reciprocal_f32(scale);
   const float* xp = x.const_data_ptr<float>();
+  const float* mp = mult.defined() ? mult.const_data_ptr<float>() : nullptr;
   auto* qp = static_cast<int8_t*>(q.data_ptr());
   std::vector<char> bad(static_cast<size_t>(m), 0);
   at::parallel_for(0, m, row_grain(k), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      bad[static_cast<size_t>(r)] = !quantize_row_avx512(xp + r * k, qp + r * k, k, inv, offset);
+      bad[static_cast<size_t>(r)] =
+          !quantize_row_avx512(xp + r * k, qp + r * k, k, inv, offset, mp);
     }
   });
   if (nonfinite != nullptr) *nonfinite = flagged_rows(bad);
@@ -193,34 +208,38 @@ at::Tensor quantize_per_tensor_impl(const at::Tensor& x, double scale, int32_t o
 
 // Per-token quantization: s[m] = max(amax_m / 127, eps), as tquant::qparams_from_amax computes it
 // (float32 division, then max with FLT_EPSILON); codes with 1 / s[m] in float32.
-// `nonfinite` (when not null) receives the rows that hold a NaN or Inf.
+// `nonfinite` (when not null) receives the rows that hold a NaN or Inf. `mult` as in
+// quantize_per_tensor_impl: the scales and codes are those of x * mult.
 std::pair<at::Tensor, at::Tensor> quantize_per_token_impl(
-    const at::Tensor& x, int32_t offset, std::vector<int64_t>* nonfinite = nullptr) {
+    const at::Tensor& x, int32_t offset, std::vector<int64_t>* nonfinite = nullptr,
+    const at::Tensor& mult = {}) {
   const auto dtype = offset == 0 ? at::kChar : at::kByte;
   const int64_t m = x.size(0);
   const int64_t k = x.size(1);
   if (!cpu_has_avx512()) {
     if (nonfinite != nullptr) *nonfinite = nonfinite_rows_aten(x);
-    auto amax = x.abs().amax({1}, /*keepdim=*/true);
+    const at::Tensor xm = mult.defined() ? x * mult : x;
+    auto amax = xm.abs().amax({1}, /*keepdim=*/true);
     auto scale = at::maximum(amax / static_cast<double>(kQMax),
                              at::full({}, static_cast<double>(FLT_EPSILON), amax.options()));
-    auto q = at::round(x * scale.reciprocal()).clamp_(-kQMax, kQMax);
+    auto q = at::round(xm * scale.reciprocal()).clamp_(-kQMax, kQMax);
     if (offset != 0) q.add_(offset);
     return {q.to(dtype), scale.reshape({m})};
   }
   auto q = at::empty({m, k}, x.options().dtype(dtype));
   auto scale = at::empty({m}, x.options());
   const float* xp = x.const_data_ptr<float>();
+  const float* mp = mult.defined() ? mult.const_data_ptr<float>() : nullptr;
   auto* qp = static_cast<int8_t*>(q.data_ptr());
   float* sp = scale.data_ptr<float>();
   std::vector<char> bad(static_cast<size_t>(m), 0);
   at::parallel_for(0, m, row_grain(k), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const float amax = row_amax_avx512(xp + r * k, k);
+      const float amax = row_amax_avx512(xp + r * k, k, mp);
       const float s = std::max(amax / kQMax, FLT_EPSILON);
       sp[r] = s;
       bad[static_cast<size_t>(r)] =
-          !quantize_row_avx512(xp + r * k, qp + r * k, k, 1.0f / s, offset);
+          !quantize_row_avx512(xp + r * k, qp + r * k, k, 1.0f / s, offset, mp);
     }
   });
   if (nonfinite != nullptr) *nonfinite = flagged_rows(bad);
@@ -278,6 +297,17 @@ c10::optional<at::Tensor> defined_bias(const c10::optional<at::Tensor>& bias) {
 void check_scale(double s, const char* op) {
   TORCH_CHECK_VALUE(std::isfinite(s) && s > 0.0, op, ": expected a finite input scale > 0, got ",
                     s);
+}
+
+// The per-input-channel multiplier (SmoothQuant's 1 / s) as the quantizers take it: float32 [K]
+// contiguous on the CPU; undefined when none is given.
+at::Tensor input_multiplier_of(const c10::optional<at::Tensor>& mult, int64_t k, const char* op) {
+  if (!mult.has_value() || !mult->defined()) return {};
+  TORCH_CHECK_VALUE(mult->dim() == 1 && mult->size(0) == k && mult->scalar_type() == at::kFloat &&
+                        mult->device().is_cpu(),
+                    op, ": expected an input_multiplier of float32 [", k, "] on the CPU, got ",
+                    mult->scalar_type(), " ", mult->sizes(), " on ", mult->device());
+  return mult->contiguous();
 }
 
 // y = acc * x_scale * w_scale[n] (+ bias) with oneDNN; qx is uint8 (q + 128).
@@ -372,31 +402,36 @@ Int8Weight prepare_int8_weight(const at::Tensor& qweight, const at::Tensor& scal
 }
 
 at::Tensor int8_linear_static(const at::Tensor& x, double input_scale, const Int8Weight& weight,
-                              const c10::optional<at::Tensor>& bias) {
+                              const c10::optional<at::Tensor>& bias,
+                              const c10::optional<at::Tensor>& input_multiplier) {
   constexpr const char* op = "int8_linear_static";
   check_scale(input_scale, op);
   check_bias(bias, weight, op);
   auto f = flatten_input(x, weight, op);
+  const at::Tensor mult = input_multiplier_of(input_multiplier, weight.in_features(), op);
   if (f.x2d.size(0) == 0) return at::zeros(f.out_shape, x.options());
   // The GEMM epilogue sees the scale as float32; round it once here so the reference agrees.
   const double sx = static_cast<float>(input_scale);
   at::Tensor y;
   std::vector<int64_t> nonfinite;
   if (weight.path == Int8GemmPath::kOneDnnQLinear) {
-    auto qx = quantize_per_tensor_impl(f.x2d, input_scale, kActivationZeroPoint, &nonfinite);
+    auto qx =
+        quantize_per_tensor_impl(f.x2d, input_scale, kActivationZeroPoint, &nonfinite, mult);
     y = qlinear_onednn(qx, sx, weight, weight.scale, defined_bias(bias));
   } else {
-    auto qx = quantize_per_tensor_impl(f.x2d, input_scale, 0, &nonfinite);
+    auto qx = quantize_per_tensor_impl(f.x2d, input_scale, 0, &nonfinite, mult);
     y = qlinear_int_mm(qx, sx, weight, weight.scale, defined_bias(bias));
   }
   return nan_rows(y, nonfinite).view(f.out_shape);
 }
 
 at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
-                               const c10::optional<at::Tensor>& bias) {
+                               const c10::optional<at::Tensor>& bias,
+                               const c10::optional<at::Tensor>& input_multiplier) {
   constexpr const char* op = "int8_linear_dynamic";
   check_bias(bias, weight, op);
   auto f = flatten_input(x, weight, op);
+  const at::Tensor mult = input_multiplier_of(input_multiplier, weight.in_features(), op);
   if (f.x2d.size(0) == 0) return at::zeros(f.out_shape, x.options());
   const auto b = defined_bias(bias);
   at::Tensor y;
@@ -404,11 +439,11 @@ at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
   if (weight.path == Int8GemmPath::kOneDnnQLinear) {
     // oneDNN takes one input scale; the per-row scale and the bias go in one extra pass:
     // y = (acc * s_w[n]) * s_x[m] + bias[n].
-    auto [qx, sx] = quantize_per_token_impl(f.x2d, kActivationZeroPoint, &nonfinite);
+    auto [qx, sx] = quantize_per_token_impl(f.x2d, kActivationZeroPoint, &nonfinite, mult);
     auto acc_w = qlinear_onednn(qx, 1.0, weight, weight.scale, c10::nullopt);
     y = b.has_value() ? at::addcmul(*b, acc_w, sx.unsqueeze(1)) : acc_w.mul_(sx.unsqueeze(1));
   } else {
-    auto [qx, sx] = quantize_per_token_impl(f.x2d, 0, &nonfinite);
+    auto [qx, sx] = quantize_per_token_impl(f.x2d, 0, &nonfinite, mult);
     auto acc = at::_int_mm(qx, weight.packed);
     auto outer = sx.unsqueeze(1) * weight.scale.unsqueeze(0);  // [M, N] float32
     y = b.has_value() ? at::addcmul(*b, acc, outer) : at::mul(acc, outer);
@@ -433,24 +468,30 @@ at::Tensor gemm_ref(const at::Tensor& q, const at::Tensor& row_scale /*[M,1] f64
 }  // namespace
 
 at::Tensor int8_linear_static_ref(const at::Tensor& x, double input_scale, const Int8Weight& weight,
-                                  const c10::optional<at::Tensor>& bias) {
+                                  const c10::optional<at::Tensor>& bias,
+                                  const c10::optional<at::Tensor>& input_multiplier) {
   constexpr const char* op = "int8_linear_static_ref";
   check_scale(input_scale, op);
   check_bias(bias, weight, op);
   auto f = flatten_input(x, weight, op);
-  auto q = detail::quantize_per_tensor_int8_ref(f.x2d, input_scale);
+  const at::Tensor mult = input_multiplier_of(input_multiplier, weight.in_features(), op);
+  auto q = detail::quantize_per_tensor_int8_ref(mult.defined() ? f.x2d * mult : f.x2d,
+                                                input_scale);
   const double sx = static_cast<float>(input_scale);
   auto rs = at::full({1, 1}, sx, at::kDouble);
   return nan_rows(gemm_ref(q, rs, weight, bias), nonfinite_rows_aten(f.x2d)).view(f.out_shape);
 }
 
 at::Tensor int8_linear_dynamic_ref(const at::Tensor& x, const Int8Weight& weight,
-                                   const c10::optional<at::Tensor>& bias) {
+                                   const c10::optional<at::Tensor>& bias,
+                                   const c10::optional<at::Tensor>& input_multiplier) {
   constexpr const char* op = "int8_linear_dynamic_ref";
   check_bias(bias, weight, op);
   auto f = flatten_input(x, weight, op);
+  const at::Tensor mult = input_multiplier_of(input_multiplier, weight.in_features(), op);
   if (f.x2d.size(0) == 0) return at::zeros(f.out_shape, x.options());
-  auto [q, s] = detail::quantize_per_token_int8_ref(at::nan_to_num(f.x2d, 0.0, 0.0, 0.0));
+  auto [q, s] = detail::quantize_per_token_int8_ref(
+      at::nan_to_num(mult.defined() ? f.x2d * mult : f.x2d, 0.0, 0.0, 0.0));
   return nan_rows(gemm_ref(q, s.to(at::kDouble).unsqueeze(1), weight, bias),
                   nonfinite_rows_aten(f.x2d))
       .view(f.out_shape);

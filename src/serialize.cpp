@@ -27,6 +27,9 @@ constexpr const char* kModulesKey = "tquant.modules";
 constexpr const char* kHistogramsKey = "tquant.histograms";
 /// Per-module key of the quantizer recipes ({child name: recipe}, quantizer_recipe.h).
 constexpr const char* kRecipesKey = "quantizers";
+/// Per-module key of a SmoothQuant module: the number of factors (Quantizable::smoothing), so
+/// load_state registers the buffer before copying it.
+constexpr const char* kSmoothKey = "smooth_factors";
 /// Differences listed by name in a structure-mismatch error, per kind.
 constexpr size_t kListedDifferences = 5;
 
@@ -97,6 +100,7 @@ json describe_modules(const torch::nn::Module& model) {
     }
     const json recipes = quantizer_recipes(*item.value());
     if (!recipes.empty()) entry[kRecipesKey] = recipes;
+    if (quantizable->smoothing().defined()) entry[kSmoothKey] = quantizable->smoothing().numel();
     modules[file_key(item.key())] = entry;
   }
   return modules;
@@ -109,6 +113,7 @@ struct ModulePlan {
   QuantMode mode = QuantMode::kFloat;
   std::string scheme;              ///< for kConverted
   std::optional<QConfig> qconfig;  ///< rebuilt from the file's recipes (module has none)
+  int64_t smooth_factors = 0;      ///< SmoothQuant factors in the file (0: not smoothed)
   json recipes;                    ///< the file's recipes, to check what qconfig builds
   // A container entry to replace by `module` (a twin built with from_float):
   torch::nn::Module* container = nullptr;
@@ -147,6 +152,12 @@ void apply_step(torch::nn::Module& module, const ModulePlan& step, const std::st
                       step.recipes.dump(), ", rebuilt ", built.dump(),
                       "); prepare the model like the saved one before loading");
   }
+  // SmoothQuant: the factors' buffer exists exactly when the file has it (placeholder ones,
+  // overwritten by the copy); before make_converted, which a converted module's factors outlive.
+  if ((step.smooth_factors > 0) != quantizable.smoothing().defined()) {
+    quantizable.set_smoothing(step.smooth_factors > 0 ? at::ones({step.smooth_factors})
+                                                      : at::Tensor());
+  }
   if (step.mode == QuantMode::kConverted) {
     if (quantizable.mode() != QuantMode::kConverted) quantizable.make_converted(step.scheme);
   } else {
@@ -156,7 +167,8 @@ void apply_step(torch::nn::Module& module, const ModulePlan& step, const std::st
 
 /// True when the step changes the module's tensors (names, dtypes or shapes).
 bool changes_tensors(const ModulePlan& step) {
-  return step.qconfig.has_value() ||
+  const bool smoothed = as_quantizable(*step.module)->smoothing().defined();
+  return step.qconfig.has_value() || (step.smooth_factors > 0) != smoothed ||
          (step.mode == QuantMode::kConverted &&
           as_quantizable(*step.module)->mode() != QuantMode::kConverted);
 }
@@ -238,6 +250,7 @@ void load_state(torch::nn::Module& model, const std::string& path) {
                       entry.value("mode", ""), "'");
     step.mode = *mode;
     step.scheme = entry.value("scheme", "");
+    step.smooth_factors = entry.value(kSmoothKey, int64_t{0});
     if (quantizable.mode() == QuantMode::kConverted) {
       TORCH_CHECK_VALUE(*mode == QuantMode::kConverted &&
                             step.scheme == quantizable.converted_scheme(),

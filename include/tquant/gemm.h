@@ -59,21 +59,30 @@ Int8Weight prepare_int8_weight(const at::Tensor& qweight, const at::Tensor& scal
 /// Static INT8 Linear, x: float32 [..., K], input_scale: per-tensor symmetric int8 scale s_x > 0.
 ///   q_x = clamp(round(x * (1 / s_x)), -127, 127)            (float32 reciprocal, half-to-even)
 ///   y[m, n] = (sum_k q_x[m, k] * q_w[n, k]) * s_x * s_w[n] + bias[n]        float32 [..., N]
+/// input_multiplier (float32 [K], optional; SmoothQuant passes 1 / s, tquant/smooth_quant.h)
+/// scales x per input channel inside the same quantize pass:
+///   q_x[m, k] = clamp(round((x[m, k] * mult[k]) * (1 / s_x)), -127, 127)   (float32 products)
 at::Tensor int8_linear_static(const at::Tensor& x, double input_scale, const Int8Weight& weight,
-                              const c10::optional<at::Tensor>& bias = c10::nullopt);
+                              const c10::optional<at::Tensor>& bias = c10::nullopt,
+                              const c10::optional<at::Tensor>& input_multiplier = c10::nullopt);
 
 /// Dynamic INT8 Linear: per-token (per-row of x viewed as [M, K]) symmetric scales computed at
 /// run time,  s_x[m] = max(max_k |x[m, k]| / 127, eps),  then as int8_linear_static row by row.
+/// With input_multiplier, x[m, k] * mult[k] replaces x[m, k] in both (one pass per row for the
+/// maximum, one for the codes, as without it).
 at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
-                               const c10::optional<at::Tensor>& bias = c10::nullopt);
+                               const c10::optional<at::Tensor>& bias = c10::nullopt,
+                               const c10::optional<at::Tensor>& input_multiplier = c10::nullopt);
 
 /// Reference twins: plain torch ops, int32 accumulators computed exactly (int64 matmul), scales
 /// applied in float64 and rounded once to float32. The library paths round in float32 inside the
 /// GEMM epilogue, so they agree to kInt8LinearRelTol relative to max |y| (tests).
 at::Tensor int8_linear_static_ref(const at::Tensor& x, double input_scale, const Int8Weight& weight,
-                                  const c10::optional<at::Tensor>& bias = c10::nullopt);
+                                  const c10::optional<at::Tensor>& bias = c10::nullopt,
+                                  const c10::optional<at::Tensor>& input_multiplier = c10::nullopt);
 at::Tensor int8_linear_dynamic_ref(const at::Tensor& x, const Int8Weight& weight,
-                                   const c10::optional<at::Tensor>& bias = c10::nullopt);
+                                   const c10::optional<at::Tensor>& bias = c10::nullopt,
+                                   const c10::optional<at::Tensor>& input_multiplier = c10::nullopt);
 
 /// Relative tolerance between a library path and its reference: a few float32 roundings of the
 /// epilogue (acc -> float, * s_w, * s_x, + bias), each <= 2^-24 relative.

@@ -18,6 +18,7 @@
 ///                        convert, quantize_dynamic
 ///   fuse.h               fuse Conv2d + BatchNorm2d (+ ReLU)
 ///   sensitivity.h        per-module sensitivity analysis and mixed-precision fallback
+///   smooth_quant.h       SmoothQuant: per-input-channel factors moved from activations to weights
 ///   gemm.h               CPU INT8 Linear (oneDNN / _int_mm)
 ///   int4_pack.h          int4 codes packed two per byte (W4A8 weights)
 ///   cuda_int8.h          CUDA INT8 GEMM (cuBLASLt) and fused quantize / dequantize kernels
@@ -43,6 +44,7 @@
 #include "tquant/quantize.h"
 #include "tquant/fuse.h"
 #include "tquant/sensitivity.h"
+#include "tquant/smooth_quant.h"
 #include "tquant/gemm.h"
 #include "tquant/int4_pack.h"
 #include "tquant/int8_attention.h"

@@ -49,7 +49,8 @@ at::Tensor piece_cuda(const at::Tensor& x, std::optional<double> input_scale,
 
 at::Tensor linear_int8_gemm(const at::Tensor& x, std::optional<double> input_scale,
                             const LinearGemmWeights& weights, const at::Tensor& bias,
-                            const std::function<std::string()>& what) {
+                            const std::function<std::string()>& what,
+                            const at::Tensor& input_multiplier) {
   const size_t pieces = weights.codes.size();
   TORCH_INTERNAL_ASSERT(pieces >= 1 && (input_scale.has_value() || pieces == 1));
   TORCH_CHECK_NOT_IMPLEMENTED(x.is_cpu() || x.is_cuda(), what(), " runs on CPU and CUDA tensors, "
@@ -70,14 +71,23 @@ at::Tensor linear_int8_gemm(const at::Tensor& x, std::optional<double> input_sca
     // The bias is added once, with the first piece.
     std::optional<at::Tensor> piece_bias;
     if (b == 0 && bias.defined()) piece_bias = f32 ? bias.to(at::kFloat) : bias;
+    // SmoothQuant's per-channel multiplier, cut like x.
+    const at::Tensor mb =
+        !input_multiplier.defined() || pieces == 1
+            ? input_multiplier
+            : input_multiplier.narrow(0, static_cast<int64_t>(b) * weights.block_cols,
+                                      weights.block_cols);
     at::Tensor yb;
     if (cpu) {
       const c10::optional<at::Tensor> cb =
           piece_bias ? c10::optional<at::Tensor>(*piece_bias) : c10::nullopt;
-      yb = input_scale ? int8_linear_static(xb, *input_scale, weights.packed[b], cb)
-                       : int8_linear_dynamic(xb, weights.packed[b], cb);
+      const c10::optional<at::Tensor> cm =
+          mb.defined() ? c10::optional<at::Tensor>(mb) : c10::nullopt;
+      yb = input_scale ? int8_linear_static(xb, *input_scale, weights.packed[b], cb, cm)
+                       : int8_linear_dynamic(xb, weights.packed[b], cb, cm);
     } else {
-      yb = piece_cuda(xb, input_scale, weights.codes[b], weights.scales[b], piece_bias, what);
+      const at::Tensor xm = mb.defined() ? (xb * mb).to(xb.scalar_type()) : xb;
+      yb = piece_cuda(xm, input_scale, weights.codes[b], weights.scales[b], piece_bias, what);
     }
     y = b == 0 ? yb : y.add_(yb);
   }

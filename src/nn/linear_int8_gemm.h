@@ -41,8 +41,12 @@ LinearGemmWeights linear_gemm_weights(const at::Tensor& codes, const at::Tensor&
 /// otherwise (one piece only: per-token scales are per whole row). On CPU an input row with a
 /// NaN or Inf gives a NaN output row (as int8_linear_static). `what()` names the module in errors
 /// and in the once-only warning about the slow CUDA reference path (called only then).
+/// `input_multiplier` (float32 [K] on x's device, or undefined; SmoothQuant's 1 / s) multiplies x
+/// per input channel: inside the quantize pass on CPU (int8_linear_static's input_multiplier),
+/// as one elementwise op before the kernels on CUDA.
 at::Tensor linear_int8_gemm(const at::Tensor& x, std::optional<double> input_scale,
                             const LinearGemmWeights& weights, const at::Tensor& bias,
-                            const std::function<std::string()>& what);
+                            const std::function<std::string()>& what,
+                            const at::Tensor& input_multiplier = {});
 
 }  // namespace tquant::detail

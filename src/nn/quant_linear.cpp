@@ -88,6 +88,10 @@ void QuantLinearImpl::reset() {
   } else {
     bias = register_parameter("bias", {}, /*requires_grad=*/false);
   }
+  // SmoothQuant: clone() registers the factors again (Cloneable then copies their values).
+  if (smooth_factor.defined()) {
+    smooth_factor = register_buffer("smooth_factor", smooth_factor.clone());
+  }
   if (mode_ == QuantMode::kConverted) {  // clone() of a converted module: its layout again
     make_converted(converted_scheme_);
     return;
@@ -149,12 +153,16 @@ void QuantLinearImpl::check_input(const at::Tensor& input) const {
 
 at::Tensor QuantLinearImpl::forward(const at::Tensor& input) {
   check_input(input);
+  if (input_tap_) input_tap_(input);
   if (mode_ == QuantMode::kFloat) return F::linear(input, weight, bias);
   if (mode_ == QuantMode::kConverted) return converted_forward(input);
+  // SmoothQuant: x * (1 / s) and W * s reach the quantizers (the float product is unchanged).
+  const at::Tensor x_in = smooth_factor.defined() ? input * *smooth_multiplier() : input;
+  const at::Tensor w_in = smoothed_weight();
   // kObserve: the quantizers record and return their inputs unchanged.
   // kFakeQuant: they return QDQ(x) with straight-through gradients.
-  const at::Tensor x = input_quantizer.is_empty() ? input : input_quantizer(input);
-  const at::Tensor w = weight_quantizer.is_empty() ? weight : weight_quantizer(weight);
+  const at::Tensor x = input_quantizer.is_empty() ? x_in : input_quantizer(x_in);
+  const at::Tensor w = weight_quantizer.is_empty() ? w_in : weight_quantizer(w_in);
   return F::linear(x, w, bias);
 }
 
@@ -200,7 +208,7 @@ ConvertResult QuantLinearImpl::convert() {
     }
   }
   std::string reason;
-  auto codes = detail::weight_codes(*weight_quantizer, weight, &reason);
+  auto codes = detail::weight_codes(*weight_quantizer, smoothed_weight(), &reason);
   if (!codes) return {false, "", reason};
   const auto device = weight.device();
   install_converted(kind, codes->block, codes->codes, codes->scale,
@@ -273,18 +281,57 @@ std::shared_ptr<const detail::LinearGemmWeights> QuantLinearImpl::gemm_weights()
 }
 
 at::Tensor QuantLinearImpl::converted_forward(const at::Tensor& input) {
+  // SmoothQuant: the codes hold W * s; x is multiplied by 1 / s (in the quantize pass).
+  const at::Tensor multiplier = smooth_factor.defined() ? *smooth_multiplier() : at::Tensor();
   if (converted_kind_ == LinearScheme::kWeightOnly) {
     const at::Tensor w = detail::dequantize_codes(weight_int8, weight_scale);
-    return F::linear(input, w.to(input.scalar_type()), bias);
+    const at::Tensor x = multiplier.defined() ? (input * multiplier).to(input.scalar_type()) : input;
+    return F::linear(x, w.to(input.scalar_type()), bias);
   }
   torch::NoGradGuard no_grad;
   const std::optional<double> static_scale =
       converted_kind_ == LinearScheme::kInt8Dynamic
           ? std::nullopt
           : std::optional<double>(input_scale_host_.get(input_scale));
-  return detail::linear_int8_gemm(input, static_scale, *gemm_weights(), bias, [&] {
-    return module_name(options) + ": converted '" + converted_scheme_ + "'";
-  });
+  return detail::linear_int8_gemm(
+      input, static_scale, *gemm_weights(), bias,
+      [&] { return module_name(options) + ": converted '" + converted_scheme_ + "'"; },
+      multiplier);
+}
+
+// ---- SmoothQuant (tquant/smooth_quant.h) ----
+
+void QuantLinearImpl::set_smoothing(const at::Tensor& factor) {
+  const std::string what = module_name(options);
+  TORCH_CHECK_VALUE(mode_ != QuantMode::kConverted, what, ": cannot set SmoothQuant factors of "
+                    "a converted module (its integer weight was computed with the factors it "
+                    "had)");
+  // LibTorch cannot unregister a buffer: factors of ones undo the smoothing instead.
+  TORCH_CHECK_VALUE(factor.defined() || !smooth_factor.defined(), what, ": cannot remove the "
+                    "SmoothQuant buffer 'smooth_factor' (LibTorch cannot unregister buffers); set "
+                    "factors of ones to undo the smoothing, or build the module again");
+  if (!factor.defined()) return;
+  TORCH_CHECK_VALUE(factor.dim() == 1 && factor.size(0) == options.in_features(), what,
+                    ": expected SmoothQuant factors of shape [", options.in_features(),
+                    "] (in_features), got ", factor.sizes());
+  TORCH_CHECK_VALUE(at::isFloatingType(factor.scalar_type()), what,
+                    ": expected floating-point SmoothQuant factors, got ", factor.scalar_type());
+  TORCH_CHECK_VALUE((at::isfinite(factor) & factor.gt(0)).all().item<bool>(), what,
+                    ": expected finite SmoothQuant factors > 0, got min ",
+                    factor.min().item<double>(), ", max ", factor.max().item<double>());
+  const auto device = bias.defined() ? bias.device()
+                                     : (weight.defined() ? weight.device() : factor.device());
+  smooth_factor = detail::set_buffer(*this, "smooth_factor",
+                                     factor.detach().to(device, at::kFloat).contiguous().clone());
+  smooth_multiplier_.clear();
+}
+
+std::shared_ptr<const at::Tensor> QuantLinearImpl::smooth_multiplier() {
+  return smooth_multiplier_.get({&smooth_factor}, [&] { return at::reciprocal(smooth_factor); });
+}
+
+at::Tensor QuantLinearImpl::smoothed_weight() const {
+  return smooth_factor.defined() ? weight * smooth_factor : weight;
 }
 
 }  // namespace tquant

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <ostream>
 
@@ -147,7 +148,32 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   /// [out, ceil(in / 2)] in the Int4Pair layout (low nibble = even input feature).
   at::Tensor weight_int4;
 
+  // ---- SmoothQuant (tquant/smooth_quant.h, docs/smoothquant.md) ----
+  /// Per-input-channel factors s, float32 [in_features], registered as buffer "smooth_factor"
+  /// while the module is smoothed (undefined otherwise). kObserve / kFakeQuant: the input
+  /// quantizer gets x * (1 / s) and the weight quantizer W * s (column j times s_j), so the
+  /// float product is unchanged; convert stores the codes of W * s, and the converted forward
+  /// multiplies x by 1 / s inside its activation quantize pass on CPU (one elementwise op before
+  /// the fused kernels on CUDA). kFloat ignores the factors (exactly torch::nn::Linear).
+  at::Tensor smooth_factor;
+  at::Tensor smoothing() const override { return smooth_factor; }
+  /// Sets s (finite, > 0, [in_features]; stored as float32 on the module's device). Refused on a
+  /// converted module (its codes were computed with its factors). An undefined tensor is a no-op
+  /// on an unsmoothed module and an error on a smoothed one: LibTorch cannot unregister a
+  /// buffer, so undo smoothing with factors of ones.
+  void set_smoothing(const at::Tensor& factor) override;
+  /// `tap` is called with every input forward receives, in every mode, until reset with {}
+  /// (smooth_quant's statistics pass). Not state: not saved; clone() copies it.
+  void set_input_tap(std::function<void(const at::Tensor&)> tap) { input_tap_ = std::move(tap); }
+
  private:
+  /// 1 / smooth_factor in float32 on its device, derived once per change of the factors.
+  std::shared_ptr<const at::Tensor> smooth_multiplier();
+  /// W * s (weight columns times the factors), or weight when not smoothed.
+  at::Tensor smoothed_weight() const;
+  detail::DerivedCache<at::Tensor> smooth_multiplier_;
+  std::function<void(const at::Tensor&)> input_tap_;
+
   void install_converted(detail::LinearScheme kind, int64_t block, at::Tensor codes,
                          at::Tensor scale, at::Tensor static_input_scale);
   at::Tensor converted_forward(const at::Tensor& input);

@@ -61,6 +61,18 @@ class Quantizable {
   /// rest and never builds anything while other threads call forward. convert() does it itself;
   /// load_state calls it after copying the saved tensors. The default does nothing.
   virtual void prepare_converted() {}
+
+  // ---- SmoothQuant (tquant/smooth_quant.h, docs/smoothquant.md) ----
+  /// The per-input-channel SmoothQuant factors s (float32 [in_features], buffer
+  /// "smooth_factor"), or an undefined tensor when the module is not smoothed. save_state
+  /// records their presence, so load_state re-creates the buffer in a fresh model.
+  virtual at::Tensor smoothing() const { return {}; }
+  /// Sets the factors; an undefined tensor asks for none (QuantLinear: an error once it has
+  /// some, as LibTorch cannot unregister buffers). The default supports none.
+  virtual void set_smoothing(const at::Tensor& factor) {
+    TORCH_CHECK_NOT_IMPLEMENTED(!factor.defined(), quant_type_name(),
+                                ": SmoothQuant factors are supported by QuantLinear only");
+  }
 };
 
 /// The Quantizable interface of a module, or nullptr when it is not a tquant module.
