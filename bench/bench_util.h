@@ -83,6 +83,14 @@ inline std::string cpu_model() {
   return "unknown";
 }
 
+/// Prints the load average after the timings, with what it means for them.
+inline void print_load_at_end() {
+  std::printf(
+      "\nload average (1 min) at end: %s (more than the thread count means the timings "
+      "include time slices lost to other processes)\n",
+      load_average().c_str());
+}
+
 /// Prints the CPU model, the flags the kernels care about and the load average.
 inline void print_machine() {
   __builtin_cpu_init();

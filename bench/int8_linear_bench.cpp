@@ -67,9 +67,6 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
-  std::printf(
-      "\nload average (1 min) at end: %s (more than the thread count means the timings "
-      "include time slices lost to other processes)\n",
-      tquant::bench::load_average().c_str());
+  tquant::bench::print_load_at_end();
   return 0;
 }
