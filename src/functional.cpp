@@ -174,28 +174,33 @@ at::Tensor fake_quantize_learnable(const at::Tensor& x, const at::Tensor& scale,
                               to_string(spec.dtype()));
   const int64_t qmin = quant_min(spec);
   const int64_t qmax = quant_max(spec);
+  at::Tensor result;
   switch (spec.granularity()) {
     case Granularity::kPerTensor:
       TORCH_CHECK_VALUE(scale.numel() == 1 && zero_point.numel() == 1,
                         "fake_quantize_learnable: per-tensor expects one scale and zero point, "
                         "got ", scale.numel(), " and ", zero_point.numel());
-      return at::_fake_quantize_learnable_per_tensor_affine(x, scale.reshape({1}),
-                                                            zero_point.reshape({1}), qmin, qmax,
-                                                            grad_factor);
+      result = at::_fake_quantize_learnable_per_tensor_affine(x, scale.reshape({1}),
+                                                              zero_point.reshape({1}), qmin, qmax,
+                                                              grad_factor);
+      break;
     case Granularity::kPerChannel: {
       const int64_t axis = canonical_axis(spec.axis(), x.dim(), "fake_quantize_learnable");
       TORCH_CHECK_VALUE(scale.numel() == x.size(axis) && zero_point.numel() == x.size(axis),
                         "fake_quantize_learnable: per-channel along axis ", axis, " expects ",
                         x.size(axis), " scales and zero points, got ", scale.numel(), " and ",
                         zero_point.numel());
-      return at::_fake_quantize_learnable_per_channel_affine(x, scale, zero_point, axis, qmin,
-                                                             qmax, grad_factor);
+      result = at::_fake_quantize_learnable_per_channel_affine(x, scale, zero_point, axis, qmin,
+                                                               qmax, grad_factor);
+      break;
     }
     case Granularity::kPerBlock:
-      break;
+      TORCH_CHECK_NOT_IMPLEMENTED(false, "fake_quantize_learnable supports per-tensor and "
+                                         "per-channel granularity, got per_block");
   }
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "fake_quantize_learnable supports per-tensor and "
-                                     "per-channel granularity, got per_block");
+  // As fake_quantize: LibTorch's kernels clamp NaN / Inf to a finite code; they come out NaN.
+  return result.masked_fill(at::isfinite(x.detach()).logical_not_(),
+                            std::numeric_limits<double>::quiet_NaN());
 }
 
 double lsq_grad_factor(int64_t numel, const QuantSpec& spec) {

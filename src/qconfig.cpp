@@ -134,4 +134,33 @@ QConfig w4a8_qat_qconfig(int64_t block_size, const PresetOptions& options) {
 
 // ---- end W4A8 --------------------------------------------------------------------------------
 
+// ---- LSQ: learned scales (FakeQuantizeOptions::learnable) --------------------------------------
+
+namespace {
+
+/// A learned-scale quantizer (LSQ defaults) whose observer gives the initial scale.
+template <typename Observer>
+QuantizerFactory lsq_quantizer(QuantSpec spec, const PresetOptions& options) {
+  return fake_quantize_factory(
+      FakeQuantizeOptions(observer_factory<Observer>(min_max(std::move(spec), options)))
+          .learnable(LearnableScaleOptions()));
+}
+
+QConfig lsq_qconfig(QuantSpec weight_spec, const PresetOptions& options) {
+  return QConfig{lsq_quantizer<MinMaxObserver>(int8_per_tensor_activation_spec(), options),
+                 lsq_quantizer<PerChannelMinMaxObserver>(std::move(weight_spec), options)};
+}
+
+}  // namespace
+
+QConfig int8_lsq_qat_qconfig(const PresetOptions& options) {
+  return lsq_qconfig(int8_per_channel_weight_spec(), options);
+}
+
+QConfig w4a8_lsq_qat_qconfig(const PresetOptions& options) {
+  return lsq_qconfig(int4_per_channel_weight_spec(), options);
+}
+
+// ---- end LSQ ---------------------------------------------------------------------------------
+
 }  // namespace tquant

@@ -129,8 +129,28 @@ std::optional<json> quantizer_recipe(const FakeQuantizeImpl& quantizer) {
   if (!recipe) return std::nullopt;
   (*recipe)["gradient"] = to_string(quantizer.options.gradient());
   (*recipe)["dynamic"] = quantizer.options.dynamic();
+  if (const auto& learnable = quantizer.options.learnable()) {
+    (*recipe)["learnable"] = {{"use_grad_scaling", learnable->use_grad_scaling()},
+                              {"learn_zero_point", learnable->learn_zero_point()},
+                              {"eps", learnable->eps()}};
+  }
   return recipe;
 }
+
+namespace {
+
+/// The recipe's LSQ settings; none in a recipe of a fixed quantizer (or a file written before
+/// learnable quantizers existed).
+std::optional<LearnableScaleOptions> learnable_from_json(const json& recipe) {
+  if (!recipe.contains("learnable")) return std::nullopt;
+  const json& j = recipe.at("learnable");
+  return LearnableScaleOptions()
+      .use_grad_scaling(j.at("use_grad_scaling").get<bool>())
+      .learn_zero_point(j.at("learn_zero_point").get<bool>())
+      .eps(j.at("eps").get<double>());
+}
+
+}  // namespace
 
 QuantizerFactory quantizer_factory(const json& recipe, const std::string& what) {
   try {
@@ -140,7 +160,8 @@ QuantizerFactory quantizer_factory(const json& recipe, const std::string& what) 
     return fake_quantize_factory(
         FakeQuantizeOptions(observer_from_json(recipe))
             .gradient(gradient == "ste" ? GradientMode::kSte : GradientMode::kSteClipped)
-            .dynamic(recipe.at("dynamic").get<bool>()));
+            .dynamic(recipe.at("dynamic").get<bool>())
+            .learnable(learnable_from_json(recipe)));
   } catch (const json::exception& error) {
     C10_THROW_ERROR(ValueError, c10::str(what, ": malformed quantizer recipe ", recipe.dump(),
                                          " (", error.what(), ")"));

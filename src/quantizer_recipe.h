@@ -14,8 +14,9 @@
 
 namespace tquant::detail {
 
-/// What builds `quantizer` again: its FakeQuantize options (gradient, dynamic) and its
-/// observer's type and options, e.g.
+/// What builds `quantizer` again: its FakeQuantize options (gradient, dynamic, and for a learned
+/// scale "learnable": {"use_grad_scaling", "learn_zero_point", "eps"}) and its observer's type
+/// and options, e.g.
 ///   {"gradient": "ste_clipped", "dynamic": false, "observer": "HistogramObserver",
 ///    "spec": {...}, "bins": 2048, ...}.
 /// nullopt when the observer is of a type tquant cannot rebuild (a user-defined observer).

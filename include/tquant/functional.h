@@ -38,7 +38,9 @@ at::Tensor fake_quantize(const at::Tensor& x, const QParams& qparams,
 /// Learned step size quantization (LSQ, Esser et al. 2019): fake quantization that is
 /// differentiable with respect to x, scale and zero_point. `zero_point` is a float tensor.
 /// grad_factor scales the gradients of scale and zero point; LSQ uses 1 / sqrt(numel * qmax).
-/// Per-tensor and per-channel integer specs only; runs LibTorch's _fake_quantize_learnable_* ops.
+/// Per-tensor and per-channel integer specs only; runs LibTorch's _fake_quantize_learnable_* ops
+/// (values and gradients are theirs), except that a NaN or +-Inf element of x comes out NaN as
+/// in fake_quantize.
 at::Tensor fake_quantize_learnable(const at::Tensor& x, const at::Tensor& scale,
                                    const at::Tensor& zero_point, const QuantSpec& spec,
                                    double grad_factor = 1.0);

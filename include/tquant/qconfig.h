@@ -150,4 +150,32 @@ QConfig w4a8_qat_qconfig(int64_t block_size = 0, const PresetOptions& options = 
 
 // ---- end W4A8 --------------------------------------------------------------------------------
 
+// ---- LSQ: learned scales (FakeQuantizeOptions::learnable) --------------------------------------
+
+/// Quantization-aware training with learned int8 scales (LSQ, Esser et al. 2019): the quantizers
+/// are FakeQuantize modules with FakeQuantizeOptions::learnable (LearnableScaleOptions(): LSQ
+/// gradient scaling on, zero point fixed at 0), so each module's "input_quantizer.scale" and
+/// "weight_quantizer.scale" are trainable parameters in model.parameters(), under the same
+/// state_dict names and shapes as with int8_qat_qconfig:
+///   activation: MinMaxObserver, int8_per_tensor_activation_spec(): one learned scale per
+///               tensor, initialized to amax / 127 of the calibration data;
+///   weight:     PerChannelMinMaxObserver, int8_per_channel_weight_spec() (axis 0): one learned
+///               scale per output channel, initialized to amax_c / 127 of the weight.
+/// Calibrate first (tquant::calibrate freezes the observers, leaving the scales to the
+/// optimizer); while an observer is on, its scale is reset from it at every forward.
+/// convert() uses the learned scales. docs/qat.md has the recipe.
+///
+/// Example:
+///   tquant::prepare_qat(model, tquant::QConfigMapping(tquant::int8_lsq_qat_qconfig()));
+///   tquant::calibrate(model, [&] { for (auto& x : calibration) model->forward(x); });
+///   torch::optim::AdamW optimizer(model->parameters(), ...);  // trains weights and scales
+QConfig int8_lsq_qat_qconfig(const PresetOptions& options = {});
+
+/// W4A8 with learned scales: activations as int8_lsq_qat_qconfig, weights int4 with one
+/// learned scale per output channel (PerChannelMinMaxObserver, int4_per_channel_weight_spec(),
+/// initialized to amax_c / 7). convert() gives the scheme "w4a8" with the learned scales.
+QConfig w4a8_lsq_qat_qconfig(const PresetOptions& options = {});
+
+// ---- end LSQ ---------------------------------------------------------------------------------
+
 }  // namespace tquant
