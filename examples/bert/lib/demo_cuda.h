@@ -19,11 +19,12 @@ struct CudaComparison {
   double int8_gpu_vs_cpu_max_abs = 0.0;
 };
 
-/// Moves both models to cuda:0 (`fp32_model` as bf16) and measures them: `warmup` forwards,
-/// then the median of `runs` (each ends in a device synchronization). Both models are left on
+/// Moves both models to cuda:0 (`fp32_model` as bf16) and measures them as the CPU latency
+/// is measured (interleaved_rounds, lib/latency.h: `warmup` forwards each, then the median of
+/// `rounds` interleaved rounds; each forward ends in a device synchronization). Both models are left on
 /// the GPU. Throws if no CUDA device is visible or a CUDA step fails (e.g. tquant was built
 /// without its CUDA kernels).
 CudaComparison compare_on_cuda(BertClassifierImpl& fp32_model, BertClassifierImpl& int8_model,
-                               const DemoBatch& batch, int64_t warmup, int64_t runs);
+                               const DemoBatch& batch, int64_t warmup, int64_t rounds);
 
 }  // namespace bert

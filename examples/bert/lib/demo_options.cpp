@@ -97,7 +97,6 @@ void apply_quick_mode(DemoOptions& options) {
   options.qat_steps = 12;
   options.qat_checkpoints = 3;
   options.latency_warmup = 1;
-  options.latency_runs = 3;
 }
 
 DemoOptions parse_demo_options(int argc, char** argv, bool* help) {

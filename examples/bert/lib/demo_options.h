@@ -45,11 +45,13 @@ struct DemoOptions {
   /// Weight of the distillation term (mean 1 - cosine to the FP32 sentence embeddings) in the
   /// QAT loss, next to the cross-entropy.
   double qat_distill_weight = 100.0;
-  /// Latency: batch x seq of test reviews padded to the length, median of `latency_runs`.
+  /// Latency: batch x seq of test reviews padded to the length, timed as the peer bench
+  /// times (lib/latency.h): `latency_warmup` untimed forwards of each model, then
+  /// `latency_rounds` rounds with the models interleaved, median over the rounds.
   int64_t latency_batch = 32;
   int64_t latency_seq = 128;
   int64_t latency_warmup = 2;
-  int64_t latency_runs = 7;
+  int64_t latency_rounds = 7;
   /// Fallback budget in accuracy points (fraction: 0.005 = 0.5 point).
   double fallback_budget = 0.005;
 };
@@ -70,7 +72,7 @@ DemoOptions parse_demo_options(int argc, char** argv, bool* help);
 
 /// The sizes of `--quick`: 64 tokens, 640 training reviews (128 held out), 200 test reviews,
 /// 64 calibration reviews, sensitivity ranked on 64 validation reviews, 12 QAT steps; latency
-/// still at batch 32 x 128 (1 warm-up, median of 3).
+/// still at batch 32 x 128 (1 warm-up forward, median of 7 rounds).
 void apply_quick_mode(DemoOptions& options);
 
 /// Where the fine-tuned FP32 classifier is cached: <data_dir>/fine_foods_minilm_fp32_<key>.safetensors,

@@ -1,7 +1,6 @@
 #include "demo_train.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <deque>
 #include <numeric>
@@ -157,26 +156,6 @@ double train_classifier(BertClassifierImpl& model, const EncodedSet& train,
   return recent.empty() ? 0.0
                         : std::accumulate(recent.begin(), recent.end(), 0.0) /
                               static_cast<double>(recent.size());
-}
-
-double median_latency_ms(BertClassifierImpl& model, const DemoBatch& batch, int64_t warmup,
-                         int64_t runs) {
-  torch::NoGradGuard no_grad;
-  model.eval();
-  for (int64_t i = 0; i < warmup; ++i) {
-    model.forward(batch.input_ids, batch.token_type_ids, batch.attention_mask);
-  }
-  std::vector<double> times;
-  for (int64_t i = 0; i < runs; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    const at::Tensor logits =
-        model.forward(batch.input_ids, batch.token_type_ids, batch.attention_mask);
-    (void)logits.sum().item<float>();
-    times.push_back(std::chrono::duration<double, std::milli>(
-                        std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
 }
 
 }  // namespace bert

@@ -67,9 +67,4 @@ double train_classifier(BertClassifierImpl& model, const EncodedSet& train,
 std::vector<at::Tensor> snapshot_parameters(torch::nn::Module& model);
 void restore_parameters(torch::nn::Module& model, const std::vector<at::Tensor>& copy);
 
-/// Median wall time in milliseconds of `runs` forwards of `model` on `batch` (after `warmup`
-/// forwards), eval mode, no gradients.
-double median_latency_ms(BertClassifierImpl& model, const DemoBatch& batch, int64_t warmup,
-                         int64_t runs);
-
 }  // namespace bert
