@@ -10,6 +10,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include "int8_vnni_gemm.h"
 
@@ -151,6 +152,7 @@ bool int8_cpu_kernels_available() { return detail::cpu_has_avx512_vnni(); }
 at::Tensor int8_attention_cpu(const at::Tensor& q_in, const at::Tensor& k_in,
                               const at::Tensor& v_in, const at::Tensor& attn_mask,
                               const AttentionScales& scales, double softmax_scale) {
+  RECORD_FUNCTION("tquant::int8_attention_cpu", std::vector<c10::IValue>());
   const AttentionShape s = check_attention_inputs(q_in, k_in, v_in, /*cpu_only=*/true);
   check_scale(scales.query, "query");
   check_scale(scales.key, "key");

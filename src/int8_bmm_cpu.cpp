@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <ATen/ExpandUtils.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include "tquant/int8_attention.h"
 
@@ -73,6 +74,7 @@ std::vector<int64_t> batch_offsets(const at::Tensor& x) {
 
 at::Tensor int8_bmm_cpu(const at::Tensor& a_in, const at::Tensor& b_in, double a_scale,
                         double b_scale) {
+  RECORD_FUNCTION("tquant::int8_bmm_cpu", std::vector<c10::IValue>());
   const BmmShape s = check_bmm_inputs(a_in, b_in, a_scale, b_scale);
   if (!int8_cpu_kernels_available()) return int8_bmm_ref(a_in, b_in, a_scale, b_scale);
   at::Tensor a = expanded(a_in, s.batch);

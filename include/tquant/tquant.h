@@ -48,6 +48,7 @@
 #include "tquant/gemm.h"
 #include "tquant/int4_pack.h"
 #include "tquant/int8_attention.h"
+#include "tquant/add_layer_norm.h"
 #include "tquant/cuda_int8.h"
 #include "tquant/safetensors.h"
 #include "tquant/serialize.h"

@@ -6,6 +6,8 @@
 #include <ATen/Dispatch.h>
 #include <torch/nn/functional/normalization.h>
 
+#include "tquant/add_layer_norm.h"
+
 namespace bert {
 namespace {
 
@@ -14,6 +16,11 @@ namespace nn = torch::nn;
 nn::LayerNorm make_layer_norm(const BertConfig& config) {
   return nn::LayerNorm(
       nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps));
+}
+
+// LayerNorm(x + residual) in one fused pass (Hugging Face's BertSelfOutput / BertOutput).
+at::Tensor add_and_norm(const at::Tensor& x, const at::Tensor& residual, nn::LayerNorm& norm) {
+  return tquant::add_layer_norm(x, residual, norm->weight, norm->bias, norm->options.eps());
 }
 
 tquant::QuantLinear make_linear(int64_t in_features, int64_t out_features) {
@@ -103,7 +110,7 @@ void BertSelfOutputImpl::reset() {
 }
 
 at::Tensor BertSelfOutputImpl::forward(const at::Tensor& hidden, const at::Tensor& input) {
-  return LayerNorm(dropout(dense(hidden)) + input);
+  return add_and_norm(dropout(dense(hidden)), input, LayerNorm);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -142,7 +149,7 @@ void BertOutputImpl::reset() {
 }
 
 at::Tensor BertOutputImpl::forward(const at::Tensor& hidden, const at::Tensor& input) {
-  return LayerNorm(dropout(dense(hidden)) + input);
+  return add_and_norm(dropout(dense(hidden)), input, LayerNorm);
 }
 
 // ---------------------------------------------------------------------------------------------
