@@ -18,6 +18,7 @@
 #include "tquant/quantize.h"
 #include "tquant/safetensors.h"
 #include "tquant/serialize.h"
+#include "cuda_test_util.h"
 #include "test_util.h"
 
 namespace {
@@ -346,6 +347,32 @@ TEST(SmoothQuant, FactorsLiveInOneBufferThatCloneCarries) {
     const at::Tensor h = block->norm(x);
     EXPECT_TRUE(copy->forward(h).equal(block->fc(h))) << "round " << round;
     tquant::convert(*block);
+  }
+}
+
+TEST(SmoothQuant, ConvertedOnGpuMatchesCpu_CUDA) {
+  SKIP_WITHOUT_CUDA_INT8();
+  // N = 20: the fused cuBLASLt kernels; N = 17: their ATen twin. x * (1 / s) runs before them.
+  const at::Tensor calib = outlier_input(97, 65, 71);
+  const at::Tensor x = outlier_input(23, 65, 72);
+  for (int64_t n : {int64_t{20}, int64_t{17}}) {
+    for (const auto& qconfig : {tquant::int8_static_qconfig(), tquant::int8_dynamic_qconfig()}) {
+      torch::manual_seed(73);
+      torch::nn::Sequential net(QuantLinear(65, n));
+      tquant::prepare(*net, tquant::QConfigMapping(qconfig));
+      torch::NoGradGuard no_grad;
+      auto loop = [&] { net->forward(calib); };
+      tquant::smooth_quant(*net, loop);
+      tquant::calibrate(*net, loop);
+      tquant::convert(*net);
+      auto gpu = std::dynamic_pointer_cast<tquant::QuantLinearImpl>(net[0]->clone());
+      gpu->to(at::Device(at::kCUDA, 0));
+      ASSERT_TRUE(gpu->smoothing().is_cuda());
+      const at::Tensor y_cpu = net->forward(x);
+      const at::Tensor y_gpu = gpu->forward(x.to(at::kCUDA)).cpu();
+      EXPECT_LE(max_abs_diff(y_gpu, y_cpu).item<double>(), 1e-4 * y_cpu.abs().max().item<double>())
+          << "N = " << n;
+    }
   }
 }
 

@@ -269,6 +269,7 @@ void QuantLinearImpl::prepare_converted() {
   if (mode_ != QuantMode::kConverted) return;
   if (input_scale.defined()) input_scale_host_.set(input_scale);
   if (converted_kind_ != LinearScheme::kWeightOnly) gemm_weights();
+  if (smooth_factor.defined()) smooth_multiplier();  // SmoothQuant's 1 / s, not in forward
 }
 
 std::shared_ptr<const detail::LinearGemmWeights> QuantLinearImpl::gemm_weights() {

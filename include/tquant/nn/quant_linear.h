@@ -125,8 +125,8 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   ConvertResult convert() override;
   std::string converted_scheme() const override { return converted_scheme_; }
   void make_converted(const std::string& scheme) override;
-  /// Builds the int8 weights the GEMM runs on (unpacks int4 codes; prepacks on CPU) and reads
-  /// the static input scale.
+  /// Builds the int8 weights the GEMM runs on (unpacks int4 codes; prepacks on CPU), reads
+  /// the static input scale and derives SmoothQuant's 1 / s.
   void prepare_converted() override;
 
   torch::nn::LinearOptions options;
