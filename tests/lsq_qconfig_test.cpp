@@ -3,8 +3,10 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -200,7 +202,19 @@ TEST(LsqQConfig, AdamWOverParametersTrainsScalesAndConvertUsesThem) {
   auto& fc = net->fc;
   const at::Tensor input_scale0 = fc->input_quantizer->scale.detach().clone();
   const at::Tensor weight_scale0 = fc->weight_quantizer->scale.detach().clone();
-  torch::optim::AdamW optimizer(net->parameters(), torch::optim::AdamWOptions(1e-2).weight_decay(0));
+  // As docs/qat.md: the scales in their own group, with a small step and no weight decay.
+  std::vector<at::Tensor> scales;
+  std::vector<at::Tensor> others;
+  for (const auto& p : net->named_parameters()) {
+    const bool is_scale = p.key().find("_quantizer.") != std::string::npos;
+    (is_scale ? scales : others).push_back(p.value());
+  }
+  ASSERT_EQ(scales.size(), 2u);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(others);
+  groups.emplace_back(scales, std::make_unique<torch::optim::AdamWOptions>(
+                                  torch::optim::AdamWOptions(1e-4).weight_decay(0)));
+  torch::optim::AdamW optimizer(groups, torch::optim::AdamWOptions(1e-2));
   const auto loss_now = [&] { return torch::mse_loss(net->forward(x), target); };
   const double initial = loss_now().item<double>();
   for (int step = 0; step < 100; ++step) {
@@ -343,6 +357,7 @@ TEST(LsqQConfig, NonPositiveScalesAreClampedAndNonFiniteOnesAreErrorsNamingTheQu
   EXPECT_NE(forward_error.find("finite learned scale"), std::string::npos) << forward_error;
   EXPECT_THROW(quantizer->qparams(), c10::ValueError);
   const std::string convert_error = test::error_message([&] { convert(*net); });
+  EXPECT_NE(convert_error.find("fc.input_quantizer"), std::string::npos) << convert_error;
   EXPECT_NE(convert_error.find("finite learned scale"), std::string::npos) << convert_error;
   EXPECT_EQ(net->fc->mode(), QuantMode::kFakeQuant) << "a failed convert changes nothing";
 }
