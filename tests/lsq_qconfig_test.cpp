@@ -374,7 +374,7 @@ TEST(LsqQConfig, NonFiniteInputsComeOutNaN) {
   EXPECT_TRUE(std::isfinite(y[4].item<float>()));
 }
 
-TEST(LsqQConfig, ObserverOnReinitializesTheScaleAndUpdateQParamsFollowsIt) {
+TEST(LsqQConfig, ObserverOnReinitializesTheScaleAndCloneKeepsTheLearnedOne) {
   FakeQuantize fq = int8_lsq_qat_qconfig().activation();
   fq(torch::linspace(-2, 2, 9));
   fq->enable_observer(false);
@@ -383,6 +383,12 @@ TEST(LsqQConfig, ObserverOnReinitializesTheScaleAndUpdateQParamsFollowsIt) {
     fq->scale.fill_(0.5);
   }
   EXPECT_EQ(fq->update_qparams().scale.item<float>(), 0.5f) << "observer off: learned kept";
+  const auto copy = std::dynamic_pointer_cast<FakeQuantizeImpl>(fq->clone());
+  ASSERT_NE(copy, nullptr);
+  EXPECT_TRUE(copy->learnable());
+  EXPECT_EQ(copy->scale.item<float>(), 0.5f);
+  EXPECT_TRUE(copy->scale.requires_grad());
+  EXPECT_EQ(copy->parameters().size(), 1u);
   fq->enable_observer(true);
   EXPECT_FLOAT_EQ(fq->update_qparams().scale.item<float>(), 2.0f / kInt8Max);
   EXPECT_FLOAT_EQ(fq->scale.item<float>(), 2.0f / kInt8Max);
