@@ -2,6 +2,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
+#include <ATen/record_function.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -152,6 +153,26 @@ __attribute__((target("avx512f"))) float row_amax_avx512(const float* x, int64_t
 
 #pragma GCC diagnostic pop
 
+// The dynamic Linear's epilogue, in place over rows [begin, end) of y [M, N] (oneDNN takes one
+// input scale, so it gives y = acc * s_w[n]; the per-row scale and the bias come here, in one
+// pass):  y[m, n] = fma(y[m, n], s_x[m], bias[n]),  bias null = 0.
+__attribute__((target("avx512f"))) void scale_rows_add_bias_avx512(float* y, const float* sx,
+                                                                   const float* bias,
+                                                                   int64_t begin, int64_t end,
+                                                                   int64_t n) {
+  for (int64_t r = begin; r < end; ++r) {
+    const __m512 s = _mm512_set1_ps(sx[r]);
+    float* row = y + r * n;
+    for (int64_t j = 0; j < n; j += 16) {
+      const __mmask16 lanes = n - j >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                          : static_cast<__mmask16>((1u << (n - j)) - 1u);
+      const __m512 b = bias ? _mm512_maskz_loadu_ps(lanes, bias + j) : _mm512_setzero_ps();
+      _mm512_mask_storeu_ps(row + j, lanes,
+                            _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lanes, row + j), s, b));
+    }
+  }
+}
+
 // Rows per parallel task: about 64 KiB of float input each.
 int64_t row_grain(int64_t k) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1)); }
 
@@ -179,6 +200,7 @@ std::vector<int64_t> flagged_rows(const std::vector<char>& flags) {
 at::Tensor quantize_per_tensor_impl(const at::Tensor& x, double scale, int32_t offset,
                                     std::vector<int64_t>* nonfinite = nullptr,
                                     const at::Tensor& mult = {}) {
+  RECORD_FUNCTION("tquant::quantize_per_tensor", std::vector<c10::IValue>());
   const auto dtype = offset == 0 ? at::kChar : at::kByte;
   if (!cpu_has_avx512()) {
     if (nonfinite != nullptr) *nonfinite = nonfinite_rows_aten(x);
@@ -213,6 +235,7 @@ at::Tensor quantize_per_tensor_impl(const at::Tensor& x, double scale, int32_t o
 std::pair<at::Tensor, at::Tensor> quantize_per_token_impl(
     const at::Tensor& x, int32_t offset, std::vector<int64_t>* nonfinite = nullptr,
     const at::Tensor& mult = {}) {
+  RECORD_FUNCTION("tquant::quantize_per_token", std::vector<c10::IValue>());
   const auto dtype = offset == 0 ? at::kChar : at::kByte;
   const int64_t m = x.size(0);
   const int64_t k = x.size(1);
@@ -311,8 +334,11 @@ at::Tensor input_multiplier_of(const c10::optional<at::Tensor>& mult, int64_t k,
 }
 
 // y = acc * x_scale * w_scale[n] (+ bias) with oneDNN; qx is uint8 (q + 128).
+// With `gelu`, oneDNN applies GELU (erf) to y in the same epilogue (post-op "gelu", algorithm
+// "none"; bit-equal to at::gelu of the unfused result in tests).
 at::Tensor qlinear_onednn(const at::Tensor& qx_u8, double x_scale, const Int8Weight& weight,
-                          const at::Tensor& w_scale, const c10::optional<at::Tensor>& bias) {
+                          const at::Tensor& w_scale, const c10::optional<at::Tensor>& bias,
+                          bool gelu = false) {
   const auto& c = path_choice();
   auto w_zero_point = at::zeros({weight.out_features()}, at::kInt);
   torch::jit::Stack stack;
@@ -327,9 +353,9 @@ at::Tensor qlinear_onednn(const at::Tensor& qx_u8, double x_scale, const Int8Wei
   stack.emplace_back(1.0);                      // output_scale (unused for float output)
   stack.emplace_back(static_cast<int64_t>(0));  // output_zero_point
   stack.emplace_back(at::kFloat);               // output_dtype
-  stack.emplace_back(std::string("none"));      // post_op_name
+  stack.emplace_back(std::string(gelu ? "gelu" : "none"));  // post_op_name
   stack.emplace_back(c10::List<c10::optional<at::Scalar>>());
-  stack.emplace_back(std::string(""));  // post_op_algorithm
+  stack.emplace_back(std::string(gelu ? "none" : ""));  // post_op_algorithm (none = erf)
   c.qlinear->callBoxed(&stack);
   return stack.at(0).toTensor();
 }
@@ -403,8 +429,9 @@ Int8Weight prepare_int8_weight(const at::Tensor& qweight, const at::Tensor& scal
 
 at::Tensor int8_linear_static(const at::Tensor& x, double input_scale, const Int8Weight& weight,
                               const c10::optional<at::Tensor>& bias,
-                              const c10::optional<at::Tensor>& input_multiplier) {
+                              const c10::optional<at::Tensor>& input_multiplier, bool gelu) {
   constexpr const char* op = "int8_linear_static";
+  RECORD_FUNCTION("tquant::int8_linear_static", std::vector<c10::IValue>());
   check_scale(input_scale, op);
   check_bias(bias, weight, op);
   auto f = flatten_input(x, weight, op);
@@ -417,10 +444,11 @@ at::Tensor int8_linear_static(const at::Tensor& x, double input_scale, const Int
   if (weight.path == Int8GemmPath::kOneDnnQLinear) {
     auto qx =
         quantize_per_tensor_impl(f.x2d, input_scale, kActivationZeroPoint, &nonfinite, mult);
-    y = qlinear_onednn(qx, sx, weight, weight.scale, defined_bias(bias));
+    y = qlinear_onednn(qx, sx, weight, weight.scale, defined_bias(bias), gelu);
   } else {
     auto qx = quantize_per_tensor_impl(f.x2d, input_scale, 0, &nonfinite, mult);
     y = qlinear_int_mm(qx, sx, weight, weight.scale, defined_bias(bias));
+    if (gelu) y = at::gelu_(y);
   }
   return nan_rows(y, nonfinite).view(f.out_shape);
 }
@@ -429,6 +457,7 @@ at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
                                const c10::optional<at::Tensor>& bias,
                                const c10::optional<at::Tensor>& input_multiplier) {
   constexpr const char* op = "int8_linear_dynamic";
+  RECORD_FUNCTION("tquant::int8_linear_dynamic", std::vector<c10::IValue>());
   check_bias(bias, weight, op);
   auto f = flatten_input(x, weight, op);
   const at::Tensor mult = input_multiplier_of(input_multiplier, weight.in_features(), op);
@@ -437,11 +466,21 @@ at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
   at::Tensor y;
   std::vector<int64_t> nonfinite;
   if (weight.path == Int8GemmPath::kOneDnnQLinear) {
-    // oneDNN takes one input scale; the per-row scale and the bias go in one extra pass:
-    // y = (acc * s_w[n]) * s_x[m] + bias[n].
+    // oneDNN takes one input scale; the per-row scale and the bias go in one extra pass
+    // (scale_rows_add_bias_avx512): y = (acc * s_w[n]) * s_x[m] + bias[n].
     auto [qx, sx] = quantize_per_token_impl(f.x2d, kActivationZeroPoint, &nonfinite, mult);
-    auto acc_w = qlinear_onednn(qx, 1.0, weight, weight.scale, c10::nullopt);
-    y = b.has_value() ? at::addcmul(*b, acc_w, sx.unsqueeze(1)) : acc_w.mul_(sx.unsqueeze(1));
+    y = qlinear_onednn(qx, 1.0, weight, weight.scale, c10::nullopt);
+    if (cpu_has_avx512() && y.is_contiguous()) {
+      float* yp = y.data_ptr<float>();
+      const float* sp = sx.const_data_ptr<float>();
+      const float* bp = b.has_value() ? b->const_data_ptr<float>() : nullptr;
+      const int64_t n = y.size(1);
+      at::parallel_for(0, y.size(0), row_grain(n), [&](int64_t begin, int64_t end) {
+        scale_rows_add_bias_avx512(yp, sp, bp, begin, end, n);
+      });
+    } else {
+      y = b.has_value() ? at::addcmul(*b, y, sx.unsqueeze(1)) : y.mul_(sx.unsqueeze(1));
+    }
   } else {
     auto [qx, sx] = quantize_per_token_impl(f.x2d, 0, &nonfinite, mult);
     auto acc = at::_int_mm(qx, weight.packed);
@@ -469,7 +508,7 @@ at::Tensor gemm_ref(const at::Tensor& q, const at::Tensor& row_scale /*[M,1] f64
 
 at::Tensor int8_linear_static_ref(const at::Tensor& x, double input_scale, const Int8Weight& weight,
                                   const c10::optional<at::Tensor>& bias,
-                                  const c10::optional<at::Tensor>& input_multiplier) {
+                                  const c10::optional<at::Tensor>& input_multiplier, bool gelu) {
   constexpr const char* op = "int8_linear_static_ref";
   check_scale(input_scale, op);
   check_bias(bias, weight, op);
@@ -479,7 +518,9 @@ at::Tensor int8_linear_static_ref(const at::Tensor& x, double input_scale, const
                                                 input_scale);
   const double sx = static_cast<float>(input_scale);
   auto rs = at::full({1, 1}, sx, at::kDouble);
-  return nan_rows(gemm_ref(q, rs, weight, bias), nonfinite_rows_aten(f.x2d)).view(f.out_shape);
+  at::Tensor y = gemm_ref(q, rs, weight, bias);
+  if (gelu) y = at::gelu(y);
+  return nan_rows(y, nonfinite_rows_aten(f.x2d)).view(f.out_shape);
 }
 
 at::Tensor int8_linear_dynamic_ref(const at::Tensor& x, const Int8Weight& weight,

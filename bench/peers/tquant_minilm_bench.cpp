@@ -12,6 +12,8 @@
 //   time <system> <input> <reps>            -> ok <ms of each forward, space separated>
 //   embed <system> <input> <batch> <path>   -> ok <rows> <dim>; writes the mean-pooled,
 //                                             L2-normalized sentence embeddings, float32 rows
+//   profile <system> <input> <runs> <path>  -> ok <ms per forward>; writes a per-op profile of
+//                                             the forward (op_profile.h) as a markdown table
 //   systems                                 -> ok <names>
 //   quit
 // Token-id file (text): "rows cols", then `rows` lines of `cols` input ids, then `rows` lines of
@@ -45,6 +47,7 @@
 #include "demo_mapping.h"
 #include "fine_foods.h"
 #include "latency.h"
+#include "op_profile.h"
 #include "tquant/histogram_search.h"
 #include "tquant/qconfig.h"
 #include "tquant/qconfig_mapping.h"
@@ -70,7 +73,8 @@ const char* kUsage =
     "                           [--calibration-reviews N] [--calibrator max|percentile|entropy|mse]\n"
     "                           [--seed N]\n"
     "then commands on stdin: input NAME PATH | time SYSTEM INPUT REPS |\n"
-    "                        embed SYSTEM INPUT BATCH PATH | systems | quit\n";
+    "                        embed SYSTEM INPUT BATCH PATH | profile SYSTEM INPUT RUNS PATH |\n"
+    "                        systems | quit\n";
 
 Options parse_options(int argc, char** argv) {
   Options o;
@@ -237,6 +241,14 @@ class Server {
       bert::BertModelImpl& chosen = model(system);
       return embed(chosen, find_input(input), batch, path);
     }
+    if (command == "profile") {
+      std::string system, input, path;
+      int64_t runs = 0;
+      TORCH_CHECK(words >> system >> input >> runs >> path && runs > 0,
+                  "expected: profile SYSTEM INPUT RUNS PATH (RUNS >= 1)");
+      bert::BertModelImpl& chosen = model(system);
+      return profile(chosen, find_input(input), runs, path);
+    }
     throw std::invalid_argument("unknown command \"" + command + "\"");
   }
 
@@ -287,6 +299,19 @@ class Server {
               static_cast<std::streamsize>(all.numel() * sizeof(float)));
     TORCH_CHECK(out.good(), "embed: writing ", path, " failed");
     return std::to_string(all.size(0)) + " " + std::to_string(all.size(1));
+  }
+
+  static std::string profile(bert::BertModelImpl& model, const Input& input, int64_t runs,
+                             const std::string& path) {
+    torch::NoGradGuard no_grad;
+    const bench::OpProfile profile = bench::profile_ops(
+        [&] { model.forward(input.input_ids, input.token_type_ids, input.attention_mask); },
+        static_cast<int>(runs));
+    std::ofstream out(path);
+    TORCH_CHECK(out, "profile: cannot write ", path);
+    out << bench::to_markdown(profile);
+    TORCH_CHECK(out.good(), "profile: writing ", path, " failed");
+    return std::to_string(profile.wall_ms);
   }
 
   std::map<std::string, bert::BertModel> systems_;

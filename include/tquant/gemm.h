@@ -62,9 +62,12 @@ Int8Weight prepare_int8_weight(const at::Tensor& qweight, const at::Tensor& scal
 /// input_multiplier (float32 [K], optional; SmoothQuant passes 1 / s, tquant/smooth_quant.h)
 /// scales x per input channel inside the same quantize pass:
 ///   q_x[m, k] = clamp(round((x[m, k] * mult[k]) * (1 / s_x)), -127, 127)   (float32 products)
+/// gelu: returns GELU(y) (exact, x * Phi(x), as at::gelu), inside the GEMM's epilogue on the
+/// oneDNN path (a oneDNN post-op: no extra pass over y), as at::gelu_ after the _int_mm path.
 at::Tensor int8_linear_static(const at::Tensor& x, double input_scale, const Int8Weight& weight,
                               const c10::optional<at::Tensor>& bias = c10::nullopt,
-                              const c10::optional<at::Tensor>& input_multiplier = c10::nullopt);
+                              const c10::optional<at::Tensor>& input_multiplier = c10::nullopt,
+                              bool gelu = false);
 
 /// Dynamic INT8 Linear: per-token (per-row of x viewed as [M, K]) symmetric scales computed at
 /// run time,  s_x[m] = max(max_k |x[m, k]| / 127, eps),  then as int8_linear_static row by row.
@@ -79,7 +82,8 @@ at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
 /// GEMM epilogue, so they agree to kInt8LinearRelTol relative to max |y| (tests).
 at::Tensor int8_linear_static_ref(const at::Tensor& x, double input_scale, const Int8Weight& weight,
                                   const c10::optional<at::Tensor>& bias = c10::nullopt,
-                                  const c10::optional<at::Tensor>& input_multiplier = c10::nullopt);
+                                  const c10::optional<at::Tensor>& input_multiplier = c10::nullopt,
+                                  bool gelu = false);
 at::Tensor int8_linear_dynamic_ref(const at::Tensor& x, const Int8Weight& weight,
                                    const c10::optional<at::Tensor>& bias = c10::nullopt,
                                    const c10::optional<at::Tensor>& input_multiplier = c10::nullopt);

@@ -33,16 +33,16 @@ namespace {
 at::Tensor piece_cuda(const at::Tensor& x, std::optional<double> input_scale,
                       const at::Tensor& codes, const at::Tensor& scale,
                       const std::optional<at::Tensor>& bias,
-                      const std::function<std::string()>& what) {
+                      const std::function<std::string()>& what, bool gelu) {
   const bool built = cuda_int8_built();
   if (built && codes.size(0) % kInt8GemmDimMultiple == 0) {
-    return int8_linear_cuda(x, input_scale, codes, scale, bias);
+    return int8_linear_cuda(x, input_scale, codes, scale, bias, gelu);
   }
   TORCH_WARN_ONCE(what(), " on CUDA runs the ATen reference int8_linear_cuda_ref "
                   "(slow) because ", built ? "out_features is not a multiple of 4"
                                            : "tquant was built without CUDA kernels",
                   " (warned once)");
-  return int8_linear_cuda_ref(x, input_scale, codes, scale, bias);
+  return int8_linear_cuda_ref(x, input_scale, codes, scale, bias, gelu);
 }
 
 }  // namespace
@@ -50,8 +50,11 @@ at::Tensor piece_cuda(const at::Tensor& x, std::optional<double> input_scale,
 at::Tensor linear_int8_gemm(const at::Tensor& x, std::optional<double> input_scale,
                             const LinearGemmWeights& weights, const at::Tensor& bias,
                             const std::function<std::string()>& what,
-                            const at::Tensor& input_multiplier) {
+                            const at::Tensor& input_multiplier, bool gelu) {
   const size_t pieces = weights.codes.size();
+  // One piece takes GELU inside its epilogue (except the CPU dynamic path); otherwise it runs
+  // once on the sum.
+  const bool gelu_in_piece = gelu && pieces == 1 && (input_scale.has_value() || !x.is_cpu());
   TORCH_INTERNAL_ASSERT(pieces >= 1 && (input_scale.has_value() || pieces == 1));
   TORCH_CHECK_NOT_IMPLEMENTED(x.is_cpu() || x.is_cuda(), what(), " runs on CPU and CUDA tensors, "
                               "got a ", x.device(), " tensor");
@@ -83,14 +86,17 @@ at::Tensor linear_int8_gemm(const at::Tensor& x, std::optional<double> input_sca
           piece_bias ? c10::optional<at::Tensor>(*piece_bias) : c10::nullopt;
       const c10::optional<at::Tensor> cm =
           mb.defined() ? c10::optional<at::Tensor>(mb) : c10::nullopt;
-      yb = input_scale ? int8_linear_static(xb, *input_scale, weights.packed[b], cb, cm)
-                       : int8_linear_dynamic(xb, weights.packed[b], cb, cm);
+      yb = input_scale
+               ? int8_linear_static(xb, *input_scale, weights.packed[b], cb, cm, gelu_in_piece)
+               : int8_linear_dynamic(xb, weights.packed[b], cb, cm);
     } else {
       const at::Tensor xm = mb.defined() ? (xb * mb).to(xb.scalar_type()) : xb;
-      yb = piece_cuda(xm, input_scale, weights.codes[b], weights.scales[b], piece_bias, what);
+      yb = piece_cuda(xm, input_scale, weights.codes[b], weights.scales[b], piece_bias, what,
+                      gelu_in_piece);
     }
     y = b == 0 ? yb : y.add_(yb);
   }
+  if (gelu && !gelu_in_piece) y = at::gelu_(y);
   return y.to(x.scalar_type());
 }
 

@@ -44,9 +44,11 @@ LinearGemmWeights linear_gemm_weights(const at::Tensor& codes, const at::Tensor&
 /// `input_multiplier` (float32 [K] on x's device, or undefined; SmoothQuant's 1 / s) multiplies x
 /// per input channel: inside the quantize pass on CPU (int8_linear_static's input_multiplier),
 /// as one elementwise op before the kernels on CUDA.
+/// `gelu` returns GELU(y) (exact, erf): inside the GEMM's epilogue for one piece (oneDNN's post-op
+/// on CPU static, the fused dequantize kernel on CUDA), as at::gelu_ after the sum otherwise.
 at::Tensor linear_int8_gemm(const at::Tensor& x, std::optional<double> input_scale,
                             const LinearGemmWeights& weights, const at::Tensor& bias,
                             const std::function<std::string()>& what,
-                            const at::Tensor& input_multiplier = {});
+                            const at::Tensor& input_multiplier = {}, bool gelu = false);
 
 }  // namespace tquant::detail

@@ -154,8 +154,15 @@ void QuantLinearImpl::check_input(const at::Tensor& input) const {
 at::Tensor QuantLinearImpl::forward(const at::Tensor& input) {
   check_input(input);
   if (input_tap_) input_tap_(input);
-  if (mode_ == QuantMode::kFloat) return F::linear(input, weight, bias);
+  // Converted: the GEMM applies the fused GELU itself.
   if (mode_ == QuantMode::kConverted) return converted_forward(input);
+  const at::Tensor y = forward_linear(input);
+  return fused_gelu_ ? at::gelu(y) : y;
+}
+
+// The float, observe and fake-quant product (without the fused GELU).
+at::Tensor QuantLinearImpl::forward_linear(const at::Tensor& input) {
+  if (mode_ == QuantMode::kFloat) return F::linear(input, weight, bias);
   // SmoothQuant: x * (1 / s) and W * s reach the quantizers (the float product is unchanged).
   const at::Tensor x_in = smooth_factor.defined() ? input * *smooth_multiplier() : input;
   const at::Tensor w_in = smoothed_weight();
@@ -287,7 +294,8 @@ at::Tensor QuantLinearImpl::converted_forward(const at::Tensor& input) {
   if (converted_kind_ == LinearScheme::kWeightOnly) {
     const at::Tensor w = detail::dequantize_codes(weight_int8, weight_scale);
     const at::Tensor x = multiplier.defined() ? (input * multiplier).to(input.scalar_type()) : input;
-    return F::linear(x, w.to(input.scalar_type()), bias);
+    const at::Tensor y = F::linear(x, w.to(input.scalar_type()), bias);
+    return fused_gelu_ ? at::gelu(y) : y;
   }
   torch::NoGradGuard no_grad;
   const std::optional<double> static_scale =
@@ -297,7 +305,7 @@ at::Tensor QuantLinearImpl::converted_forward(const at::Tensor& input) {
   return detail::linear_int8_gemm(
       input, static_scale, *gemm_weights(), bias,
       [&] { return module_name(options) + ": converted '" + converted_scheme_ + "'"; },
-      multiplier);
+      multiplier, fused_gelu_);
 }
 
 // ---- SmoothQuant (tquant/smooth_quant.h) ----

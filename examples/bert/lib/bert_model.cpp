@@ -133,11 +133,12 @@ BertIntermediateImpl::BertIntermediateImpl(const BertConfig& config_) : config(c
 void BertIntermediateImpl::reset() {
   config.validate();
   dense = register_module("dense", make_linear(config.hidden_size, config.intermediate_size));
+  // GELU (exact: x * Phi(x), Hugging Face's "gelu") belongs to dense, so that the converted
+  // INT8 GEMM applies it in its epilogue.
+  dense->set_fused_gelu(true);
 }
 
-at::Tensor BertIntermediateImpl::forward(const at::Tensor& hidden) {
-  return at::gelu(dense(hidden));  // exact: x * Phi(x), Hugging Face's "gelu"
-}
+at::Tensor BertIntermediateImpl::forward(const at::Tensor& hidden) { return dense(hidden); }
 
 // ---------------------------------------------------------------------------------------------
 BertOutputImpl::BertOutputImpl(const BertConfig& config_) : config(config_) { reset(); }

@@ -101,7 +101,23 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   void pretty_print(std::ostream& stream) const override;
 
   /// y = x W^T + b as the mode says (see the class comment). x: [..., in_features].
+  /// With fused_gelu(), every mode returns GELU(y) (exact, at::gelu).
   at::Tensor forward(const at::Tensor& input);
+
+  /// Applies GELU (exact, erf) to the output in every mode, so the module stands for
+  /// Linear + GELU (a transformer's FFN up-projection; ONNX Runtime's BiasGelu). Converted, the
+  /// GELU runs inside the INT8 GEMM's epilogue ("int8_static" and "w4a8" on CPU: a oneDNN
+  /// post-op; on CUDA: the fused dequantize kernel), with no extra pass over the output; other
+  /// schemes apply at::gelu after. Part of the model's structure, like its layers: set it where
+  /// the model is built (the parent then does not apply GELU itself); it is copied by clone()
+  /// and not saved by save_state.
+  ///
+  /// Example:
+  ///   tquant::QuantLinear up(torch::nn::LinearOptions(384, 1536));
+  ///   up->set_fused_gelu(true);
+  ///   at::Tensor h = up(x);  // == at::gelu(F::linear(x, up->weight, up->bias)) in float mode
+  void set_fused_gelu(bool fused) { fused_gelu_ = fused; }
+  bool fused_gelu() const { return fused_gelu_; }
 
   /// Builds fresh quantizers from `qconfig` (on the weight's device), replacing any earlier
   /// ones, and applies the current mode to them.
@@ -185,8 +201,11 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   void apply_mode();
   void check_input(const at::Tensor& input) const;
 
+  at::Tensor forward_linear(const at::Tensor& input);
+
   std::optional<QConfig> qconfig_;
   QuantMode mode_ = QuantMode::kFloat;
+  bool fused_gelu_ = false;
   std::string converted_scheme_;
   detail::LinearScheme converted_kind_ = detail::LinearScheme::kNone;
   detail::DerivedCache<detail::LinearGemmWeights> gemm_weights_;
