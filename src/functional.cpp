@@ -5,7 +5,12 @@
 #include <string>
 #include <tuple>
 
+#include <immintrin.h>
+
+#include <atomic>
+
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 namespace tquant {
@@ -14,6 +19,46 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+
+// Whether x[0, n) holds a NaN or Inf (x - x is 0 exactly for finite x), 16 lanes at a time.
+__attribute__((target("avx512f"))) bool has_nonfinite_avx512(const float* x, int64_t n) {
+  const __m512 zero = _mm512_setzero_ps();
+  __mmask16 bad = 0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    bad |= _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), zero, _CMP_NEQ_UQ);
+  }
+  for (; i < n; ++i) bad |= !std::isfinite(x[i]);
+  return bad != 0;
+}
+
+// Whether x holds a NaN or Inf: one read pass over float32 CPU tensors on AVX-512 CPUs (the
+// common case of fake quantization in QAT and calibration), ATen's isfinite otherwise.
+bool has_nonfinite(const at::Tensor& x) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (!(avx512 && x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous())) {
+    return !at::isfinite(x).all().item<bool>();
+  }
+  const float* data = x.const_data_ptr<float>();
+  std::atomic<bool> found{false};
+  at::parallel_for(0, x.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+    if (!found.load(std::memory_order_relaxed) && has_nonfinite_avx512(data + begin, end - begin)) {
+      found.store(true, std::memory_order_relaxed);
+    }
+  });
+  return found.load();
+}
+
+// `result` with NaN wherever x is NaN or Inf: a quantized format has no code for them (LibTorch's
+// kernels clamp them to a finite code), so they come out NaN and whatever consumes them (the rows
+// of a following GEMM) is NaN as in float, never a finite number. Only inputs that hold one pay
+// for more than the check.
+at::Tensor nan_where_nonfinite(const at::Tensor& result, const at::Tensor& x) {
+  if (!has_nonfinite(x)) return result;
+  return result.masked_fill(at::isfinite(x).logical_not_(),
+                            std::numeric_limits<double>::quiet_NaN());
+}
 
 /// Returns a precomputed fake-quant result; backward passes the gradient through, masked by
 /// `mask` (0 where the input was clamped) when `clip` is set.
@@ -155,11 +200,7 @@ at::Tensor fake_quantize(const at::Tensor& x, const QParams& qparams, GradientMo
   {
     at::NoGradGuard no_grad;
     std::tie(result, mask) = fake_quantize_with_mask(x.detach(), qparams);
-    // A quantized format has no code for NaN or Inf (the kernels clamp them to a finite code):
-    // they come out NaN, so whatever consumes them (the rows of a following GEMM) is NaN as
-    // in float, never a finite number.
-    result.masked_fill_(at::isfinite(x.detach()).logical_not_(),
-                        std::numeric_limits<double>::quiet_NaN());
+    result = nan_where_nonfinite(result, x.detach());
   }
   if (!x.requires_grad()) return result;
   return StraightThrough::apply(x, result, mask, mode == GradientMode::kSteClipped);
@@ -199,8 +240,7 @@ at::Tensor fake_quantize_learnable(const at::Tensor& x, const at::Tensor& scale,
                                          "per-channel granularity, got per_block");
   }
   // As fake_quantize: LibTorch's kernels clamp NaN / Inf to a finite code; they come out NaN.
-  return result.masked_fill(at::isfinite(x.detach()).logical_not_(),
-                            std::numeric_limits<double>::quiet_NaN());
+  return nan_where_nonfinite(result, x.detach());
 }
 
 double lsq_grad_factor(int64_t numel, const QuantSpec& spec) {

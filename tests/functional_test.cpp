@@ -4,6 +4,9 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+#include <limits>
+
 using namespace tquant;
 
 namespace {
@@ -161,4 +164,26 @@ TEST(FakeQuantize, BadInputsAreClearErrors) {
 TEST(FakeQuantize, EmptyTensorGivesEmptyResult) {
   auto qp = calculate_qparams(torch::tensor(-1.0f), torch::tensor(1.0f), QuantSpec());
   EXPECT_EQ(fake_quantize(torch::empty({0, 3}), qp).numel(), 0);
+}
+
+TEST(FakeQuantize, NonFiniteInputsComeOutNaNAnywhereInLargeTensors) {
+  // Large enough for several parallel chunks of the non-finite check; odd length for the tail.
+  const QuantSpec spec;
+  for (int64_t at_index : {int64_t{0}, int64_t{70000}, int64_t{200002}}) {
+    torch::manual_seed(5);
+    auto x = torch::randn({200003});
+    const QParams qp = per_tensor_qparams(x, spec);
+    x[at_index] = std::numeric_limits<float>::infinity();
+    x[at_index / 2 + 1] = std::numeric_limits<float>::quiet_NaN();
+    for (bool learnable : {false, true}) {
+      const auto y = learnable
+                         ? fake_quantize_learnable(x, qp.scale.reshape({1}).to(torch::kFloat),
+                                                   qp.zero_point.reshape({1}).to(torch::kFloat),
+                                                   spec, 1.0)
+                         : fake_quantize(x, qp);
+      EXPECT_TRUE(std::isnan(y[at_index].item<float>())) << at_index << " learnable " << learnable;
+      EXPECT_TRUE(std::isnan(y[at_index / 2 + 1].item<float>())) << at_index;
+      EXPECT_EQ(y.isnan().sum().item<int64_t>(), 2) << at_index << " learnable " << learnable;
+    }
+  }
 }
