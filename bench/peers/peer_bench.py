@@ -66,6 +66,10 @@ def parse_args():
     p.add_argument("--pause", type=float, default=0.2,
                    help="seconds of idle between systems, so spinning worker threads of the "
                         "previous one go to sleep")
+    p.add_argument("--profile", type=int, default=0, metavar="RUNS",
+                   help="after the rounds, a per-op profile (LibTorch's profiler, self time per "
+                        "op) of RUNS forwards of each tquant system at each batch, printed after "
+                        "the table and written to WORK_DIR/profile_<system>_<batch>.md; 0: none")
     p.add_argument("--systems", default=",".join(n for n, _, _ in SYSTEMS),
                    help="comma-separated subset; an INT8 system brings its FP32 reference")
     p.add_argument("--tquant-bench", default=os.path.join(ROOT, "build", "bench", "peers",
@@ -230,6 +234,25 @@ def report(args, systems, times, cos, agreement_ref, agreement, fused, machine, 
     return "\n".join(lines)
 
 
+def profile_tquant(systems, server, args):
+    """(title, markdown table) of a per-op profile of each tquant system at each batch."""
+    if server is None or args.profile < 1:
+        return []
+    profiles = []
+    for system in systems:
+        if not system.name.startswith("tquant_"):
+            continue
+        for batch in BATCHES:
+            path = os.path.join(args.work_dir, f"profile_{system.name}_{batch}.md")
+            log(f"per-op profile of {system.name} at {batch}")
+            ms = float(server.request(f"profile {system.name} {batch} {args.profile} {path}"))
+            with open(path, encoding="utf-8") as f:
+                table = f.read().rstrip()
+            profiles.append((f"per-op profile: {system.label}, {batch}, {args.profile} forwards "
+                             f"under the profiler ({ms:.1f} ms each)", table))
+    return profiles
+
+
 def main():
     args = parse_args()
     started = time.time()
@@ -260,6 +283,7 @@ def main():
                 system.add_input(name, i, m)
         cos, agreement_ref, agreement = cosines(systems, "cosine", args.batch)
         times = run_rounds(systems, args)
+        profiles = profile_tquant(systems, server, args)
     finally:
         if server is not None:
             server.close()
@@ -269,6 +293,8 @@ def main():
     print(table, flush=True)
     with open(os.path.join(args.work_dir, "peers_table.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
+    for title, text in profiles:
+        print(f"\n{title}\n\n{text}", flush=True)
 
 
 if __name__ == "__main__":
