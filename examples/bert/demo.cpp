@@ -42,6 +42,7 @@
 #include "tquant/qconfig_mapping.h"
 #include "tquant/quantize.h"
 #include "tquant/sensitivity.h"
+#include "tquant/smooth_quant.h"
 #include "tquant/serialize.h"
 #include "wordpiece_tokenizer.h"
 
@@ -59,6 +60,27 @@ std::string kept_in_float(const std::vector<std::string>& float_groups) {
   std::string kept = float_groups.empty() ? std::string("none") : std::string();
   for (size_t i = 0; i < float_groups.size(); ++i) kept += (i ? ", " : "") + float_groups[i];
   return kept;
+}
+
+// One quantization scenario (docs/bert.md): the mapping, and where its rows and files go.
+struct Scenario {
+  std::string name;        ///< "INT8" or "W4A8": prefixes its rows, measurements and timings
+  std::string file_prefix; ///< of its report files in out_dir: "" (INT8) or "w4a8_"
+  std::string model_file;  ///< the converted model, in out_dir
+  tquant::QConfigMapping mapping;
+  bool smooth_quant = false;  ///< the W4A8 ladder's SmoothQuant step
+  std::string file(const bert::DemoOptions& options, const std::string& name) const {
+    return options.out_dir + "/" + file_prefix + name;
+  }
+};
+
+Scenario make_scenario(const std::string& key, const bert::DemoOptions& options) {
+  if (key == "w4a8") {
+    return {"W4A8", "w4a8_", "minilm_fine_foods_w4a8.safetensors",
+            bert::demo_w4a8_mapping("bert.", options.float_attention), true};
+  }
+  return {"INT8", "", "minilm_fine_foods_int8.safetensors",
+          bert::demo_int8_mapping("bert.", options.float_attention), false};
 }
 
 // ---- the data --------------------------------------------------------------------------------
@@ -189,37 +211,58 @@ struct Ptq {
   const bert::RangeChoice& best_choice() const { return choices[best]; }
 };
 
-// tquant::prepare with the scenario's mapping, then tquant::calibrate once on training reviews.
-tquant::CalibrationReport prepare_and_calibrate(bert::BertClassifierImpl& model,
-                                                const tquant::QConfigMapping& mapping,
-                                                const bert::DemoOptions& options,
-                                                const DemoData& data) {
-  const tquant::PrepareReport prepared = tquant::prepare(model, mapping);
-  bert::write_text_file(options.out_dir + "/prepare_report.txt", prepared.to_string());
-  say("2. PTQ: " + bert::last_line(prepared.to_string()) + " (full report: prepare_report.txt)");
+// The fully quantized model the later steps start from: the best PTQ calibrator, or with
+// SmoothQuant when that step wins on validation. QAT's "0 steps" is this model.
+struct LadderBase {
+  std::string label;  ///< "mse", "mse + SmoothQuant alpha 0.50"
+  double validation = kNaN;
+  double test = kNaN;
+};
 
+// tquant::prepare with the scenario's mapping, then tquant::calibrate once on training reviews.
+// The calibration batches: calibration_reviews training reviews, shuffled (seeded).
+std::vector<std::vector<size_t>> calibration_batches(const bert::DemoOptions& options,
+                                                     const DemoData& data) {
   std::mt19937_64 calibration_rng(options.seed + 1);
   auto batches = bert::shuffled_batches(data.train, options.batch_size, calibration_rng);
   const int64_t count = std::max<int64_t>(
       1, (options.calibration_reviews + options.batch_size - 1) / options.batch_size);
   if (static_cast<int64_t>(batches.size()) > count) batches.resize(count);
-  bert::DemoProgress progress_line("calibrate", count, "batches", 0.0);
-  tquant::CalibrationReport calibration;
-  {
-    torch::NoGradGuard no_grad;
-    model.eval();
-    calibration = tquant::calibrate(
-        model,
-        [&](tquant::CalibrationProgress& progress) {
-          for (const auto& indices : batches) {
-            const bert::DemoBatch batch = bert::make_batch(data.train, indices);
-            model.forward(batch.input_ids, batch.token_type_ids, batch.attention_mask);
-            progress.step();
-          }
-        },
-        [&](int64_t) { progress_line.step(); });
-  }
-  bert::write_text_file(options.out_dir + "/calibration_report.txt", calibration.to_string());
+  return batches;
+}
+
+// tquant::calibrate once on the calibration batches.
+tquant::CalibrationReport calibrate_on_training(bert::BertClassifierImpl& model,
+                                                const bert::DemoOptions& options,
+                                                const DemoData& data) {
+  const auto batches = calibration_batches(options, data);
+  bert::DemoProgress progress_line("calibrate", static_cast<int64_t>(batches.size()), "batches",
+                                   0.0);
+  torch::NoGradGuard no_grad;
+  model.eval();
+  return tquant::calibrate(
+      model,
+      [&](tquant::CalibrationProgress& progress) {
+        for (const auto& indices : batches) {
+          const bert::DemoBatch batch = bert::make_batch(data.train, indices);
+          model.forward(batch.input_ids, batch.token_type_ids, batch.attention_mask);
+          progress.step();
+        }
+      },
+      [&](int64_t) { progress_line.step(); });
+}
+
+// tquant::prepare with the scenario's mapping, then tquant::calibrate once on training reviews.
+tquant::CalibrationReport prepare_and_calibrate(bert::BertClassifierImpl& model,
+                                                const Scenario& scenario,
+                                                const bert::DemoOptions& options,
+                                                const DemoData& data) {
+  const tquant::PrepareReport prepared = tquant::prepare(model, scenario.mapping);
+  bert::write_text_file(scenario.file(options, "prepare_report.txt"), prepared.to_string());
+  say("2. PTQ (" + scenario.name + "): " + bert::last_line(prepared.to_string()) +
+      " (full report: " + scenario.file_prefix + "prepare_report.txt)");
+  const tquant::CalibrationReport calibration = calibrate_on_training(model, options, data);
+  bert::write_text_file(scenario.file(options, "calibration_report.txt"), calibration.to_string());
   say("calibrated on " + std::to_string(calibration.batches) + " batches (" +
       std::to_string(calibration.quantizers.size()) + " quantizers); " +
       bert::mode_summary(model));
@@ -257,12 +300,12 @@ void choose_calibrator(bert::BertClassifierImpl& model, const bert::DemoOptions&
       fixed(ptq.test[ptq.best] * 100, 2) + "%");
 }
 
-Ptq ptq(bert::BertClassifierImpl& model, const tquant::QConfigMapping& mapping,
+Ptq ptq(bert::BertClassifierImpl& model, const Scenario& scenario,
         const bert::DemoOptions& options, const DemoData& data, const Fp32Baseline& fp32,
         bert::DemoResults& results) {
   Ptq out;
   auto start = Clock::now();
-  out.calibration = prepare_and_calibrate(model, mapping, options, data);
+  out.calibration = prepare_and_calibrate(model, scenario, options, data);
   results.durations.emplace_back("prepare + calibrate", seconds_since(start));
 
   out.choices = bert::demo_calibrators();
@@ -278,9 +321,97 @@ Ptq ptq(bert::BertClassifierImpl& model, const tquant::QConfigMapping& mapping,
                                 (i == out.best ? ", best on validation" : "")});
   }
   results.notes.push_back("PTQ: the calibrator is chosen by the validation embedding error "
-                          "(mean 1 - cosine of INT8-simulated vs FP32 sentence embeddings); test "
-                          "accuracy is measured only for the chosen one");
+                          "(mean 1 - cosine of quantization-simulated vs FP32 sentence "
+                          "embeddings); test accuracy is measured only for the chosen one");
   results.durations.emplace_back("PTQ: 7 calibrators evaluated", seconds_since(start));
+  return out;
+}
+
+// ---- 2b. SmoothQuant (W4A8 scenario) -----------------------------------------------------
+
+struct SmoothQuantStep {
+  bool used = false;  ///< a smoothed model won on validation and replaced the PTQ model
+  double alpha = kNaN;
+  tquant::SmoothQuantReport report;  ///< of the chosen alpha
+};
+
+// For each alpha: a fresh FP32 model, prepared with the scenario's mapping, tquant::smooth_quant
+// (max |x| from the calibration batches run in float), calibrated, switched to the PTQ step's
+// calibrator, and evaluated on validation. The alpha with the lowest validation embedding
+// error is chosen (as the calibrator is); if it beats plain PTQ's, its model replaces `model`
+// for the rest of the scenario. One row: the chosen alpha (test measured only for it).
+SmoothQuantStep smooth_quant_step(bert::BertClassifier& model, const Scenario& scenario,
+                                  const bert::DemoOptions& options, const DemoData& data,
+                                  const Fp32Baseline& fp32, const Ptq& ptq, LadderBase& base,
+                                  bert::DemoResults& results) {
+  const auto start = Clock::now();
+  SmoothQuantStep out;
+  const auto batches = calibration_batches(options, data);
+  double best_error = ptq.embedding_error[ptq.best];
+  bert::BertClassifier best_model = nullptr;
+  double best_validation = kNaN;
+  std::string errors;
+  for (const double alpha : options.smooth_alphas) {
+    bert::BertClassifier candidate =
+        load_fp32_classifier(fp32.config, fp32.checkpoint, static_cast<uint64_t>(options.seed));
+    tquant::prepare(*candidate, scenario.mapping);
+    tquant::SmoothQuantReport report;
+    {
+      torch::NoGradGuard no_grad;
+      report = tquant::smooth_quant(
+          *candidate,
+          [&] {
+            for (const auto& indices : batches) {
+              const bert::DemoBatch batch = bert::make_batch(data.train, indices);
+              candidate->forward(batch.input_ids, batch.token_type_ids, batch.attention_mask);
+            }
+          },
+          tquant::SmoothQuantOptions().alpha(alpha));
+    }
+    calibrate_on_training(*candidate, options, data);
+    bert::use_calibrator(*candidate, ptq.best_choice());
+    const bert::EvalResult r =
+        bert::evaluate(*candidate, data.validation, options.batch_size,
+                       "SmoothQuant alpha " + fixed(alpha, 2) + " validation",
+                       /*keep_embeddings=*/true);
+    const double error = bert::embedding_error(fp32.validation.embeddings, r.embeddings);
+    say("SmoothQuant alpha " + fixed(alpha, 2) + " (" + std::to_string(report.layers.size()) +
+        " layers smoothed, " + ptq.best_choice().label + "): validation " +
+        fixed(r.accuracy * 100, 2) + "%, embedding error " + fixed(error * 1000, 3) + "e-3");
+    errors += (errors.empty() ? "" : ", ") + fixed(alpha, 2) + ": " + fixed(r.accuracy * 100, 2) +
+              "% / " + fixed(error * 1000, 2) + "e-3";
+    if (error < best_error) {  // strictly lower than plain PTQ and the alphas before
+      best_error = error;
+      best_model = candidate;
+      best_validation = r.accuracy;
+      out.alpha = alpha;
+      out.report = std::move(report);
+    }
+  }
+  results.notes.push_back("SmoothQuant (" + ptq.best_choice().label +
+                          "), alpha: validation accuracy / embedding error: " + errors +
+                          "; plain PTQ " + fixed(ptq.embedding_error[ptq.best] * 1000, 2) + "e-3");
+  if (!best_model.is_empty()) {
+    out.used = true;
+    model = best_model;
+    base.label = ptq.best_choice().label + " + SmoothQuant alpha " + fixed(out.alpha, 2);
+    base.validation = best_validation;
+    base.test = bert::evaluate(*model, data.test, options.batch_size, "SmoothQuant test").accuracy;
+    bert::write_text_file(scenario.file(options, "smooth_quant_report.txt"),
+                          out.report.to_string());
+    results.rows.push_back({"SmoothQuant", "alpha " + fixed(out.alpha, 2) + " (" +
+                                               ptq.best_choice().label + ")",
+                            base.validation, base.test,
+                            "emb. error " + fixed(best_error * 1000, 2) +
+                                "e-3, alpha chosen on validation; used from here on"});
+  } else {
+    results.rows.push_back({"SmoothQuant", "no alpha of the grid beat plain PTQ", kNaN, kNaN,
+                            "embedding errors in the notes; plain PTQ model kept"});
+  }
+  say("SmoothQuant: " + (out.used ? "alpha " + fixed(out.alpha, 2) + " kept, test " +
+                                        fixed(base.test * 100, 2) + "%"
+                                  : std::string("no alpha beat plain PTQ on validation")));
+  results.durations.emplace_back("SmoothQuant alphas", seconds_since(start));
   return out;
 }
 
@@ -364,13 +495,15 @@ SensitivityAndFallback sensitivity_and_fallback(bert::BertClassifierImpl& model,
                                                 const std::vector<std::string>& groups,
                                                 const bert::DemoOptions& options,
                                                 const DemoData& data, const Fp32Baseline& fp32,
-                                                const Ptq& ptq, bert::DemoResults& results) {
+                                                const Scenario& scenario, const LadderBase& base,
+                                                bert::DemoResults& results) {
   SensitivityAndFallback out;
   auto start = Clock::now();
   out.ranked_reviews =
       std::min<int64_t>(options.sensitivity_reviews, static_cast<int64_t>(data.validation.size()));
   out.sensitivity = rank_sensitivity(model, groups, out.ranked_reviews, options, data, fp32);
-  bert::write_text_file(options.out_dir + "/sensitivity_report.txt", out.sensitivity.to_string());
+  bert::write_text_file(scenario.file(options, "sensitivity_report.txt"),
+                        out.sensitivity.to_string());
   std::cout << out.sensitivity.to_string() << std::endl;
   results.durations.emplace_back("sensitivity analysis", seconds_since(start));
 
@@ -385,7 +518,7 @@ SensitivityAndFallback sensitivity_and_fallback(bert::BertClassifierImpl& model,
                           out.fallback.final_metric, out.fallback_test,
                           out.fallback.within_budget ? "within budget on validation"
                                                      : "budget not reached"});
-  results.notes.push_back("kept in float by the fallback (" + ptq.best_choice().label +
+  results.notes.push_back("kept in float by the fallback (" + base.label +
                           "): " + kept_in_float(out.float_groups));
   results.durations.emplace_back("fallback to float", seconds_since(start));
   return out;
@@ -408,13 +541,13 @@ struct Qat {
 // checkpoint best on validation is kept (0 steps included). Leaves the model with it. `start`:
 // when the step began (loading the teacher counts to it).
 Qat qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
-        const bert::DemoOptions& options, const DemoData& data, const Ptq& ptq,
+        const bert::DemoOptions& options, const DemoData& data, const LadderBase& base,
         const SensitivityAndFallback& fallback, bert::DemoResults& results,
         Clock::time_point start) {
   for (const auto& group : fallback.float_groups) tquant::set_quantizers_enabled(model, group, true);
   tquant::freeze_observers(model);  // ranges stay the calibrated ones during QAT and its evaluations
   Qat out;
-  out.best_validation = ptq.validation[ptq.best];
+  out.best_validation = base.validation;
   std::vector<at::Tensor> best_parameters = fallback.ptq_parameters;
   std::vector<std::pair<int64_t, double>> curve = {{0, out.best_validation}};
   if (options.qat_steps > 0) {
@@ -448,7 +581,7 @@ Qat qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
   bert::restore_parameters(model, best_parameters);
   // 0 steps chosen: the model is the fully quantized PTQ model, whose test accuracy is known.
   out.test = out.best_steps == 0
-                 ? ptq.test[ptq.best]
+                 ? base.test
                  : bert::evaluate(model, data.test, options.batch_size, "QAT test").accuracy;
   std::string curve_text;
   for (const auto& [s, a] : curve) {
@@ -456,7 +589,7 @@ Qat qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
   }
   results.rows.push_back({"QAT", std::to_string(out.best_steps) + " of " +
                                      std::to_string(options.qat_steps) + " steps (" +
-                                     ptq.best_choice().label + ")",
+                                     base.label + ")",
                           out.best_validation, out.test, "length chosen on validation"});
   results.notes.push_back("QAT validation accuracy by step: " + curve_text);
   results.durations.emplace_back("QAT", seconds_since(start));
@@ -474,9 +607,10 @@ struct Converted {
 
 // Of the fallback model and the QAT model, the one with the higher validation accuracy (QAT on
 // a tie, since it is fully int8) goes through tquant::convert.
-Converted convert_better_model(bert::BertClassifierImpl& model, const bert::DemoOptions& options,
-                  const DemoData& data, const SensitivityAndFallback& fallback, const Qat& qat,
-                  bert::DemoResults& results) {
+Converted convert_better_model(bert::BertClassifierImpl& model, const Scenario& scenario,
+                               const bert::DemoOptions& options, const DemoData& data,
+                               const SensitivityAndFallback& fallback, const Qat& qat,
+                               bert::DemoResults& results) {
   const auto start = Clock::now();
   const bool use_qat = qat.best_validation >= fallback.fallback.final_metric;
   if (!use_qat) {
@@ -488,34 +622,36 @@ Converted convert_better_model(bert::BertClassifierImpl& model, const bert::Demo
   const std::string converted_from =
       !use_qat ? "PTQ model with " + std::to_string(fallback.float_groups.size()) +
                      " group(s) float"
-      : qat.best_steps > 0 ? "QAT model (all groups int8)"
-                           : "PTQ model (all groups int8; QAT chose 0 steps)";
-  say("5. convert the " + converted_from + " (higher validation accuracy)");
+      : qat.best_steps > 0 ? "QAT model (all groups quantized)"
+                           : "PTQ model (all groups quantized; QAT chose 0 steps)";
+  say("5. convert the " + scenario.name + " " + converted_from + " (higher validation accuracy)");
   const tquant::ConvertReport report = tquant::convert(model);
-  bert::write_text_file(options.out_dir + "/convert_report.txt", report.to_string());
-  say(bert::last_line(report.to_string()) + " (full report: convert_report.txt); " +
-      bert::mode_summary(model));
+  bert::write_text_file(scenario.file(options, "convert_report.txt"), report.to_string());
+  say(bert::last_line(report.to_string()) + " (full report: " + scenario.file_prefix +
+      "convert_report.txt); " + bert::mode_summary(model));
   const bert::EvalResult validation =
-      bert::evaluate(model, data.validation, options.batch_size, "INT8 validation");
+      bert::evaluate(model, data.validation, options.batch_size, scenario.name + " validation");
   Converted out;
-  out.test =
-      bert::evaluate(model, data.test, options.batch_size, "INT8 test", /*keep_embeddings=*/true);
-  results.rows.push_back({"INT8", "converted " + converted_from, validation.accuracy,
-                          out.test.accuracy, "INT8 GEMMs (tquant::convert)"});
-  results.durations.emplace_back("convert + INT8 evaluation", seconds_since(start));
+  out.test = bert::evaluate(model, data.test, options.batch_size, scenario.name + " test",
+                            /*keep_embeddings=*/true);
+  results.rows.push_back({"converted", converted_from, validation.accuracy, out.test.accuracy,
+                          "INT8 GEMMs (tquant::convert)"});
+  results.durations.emplace_back("convert + evaluation", seconds_since(start));
   return out;
 }
 
 // The converted model saved with tquant::save_state, its size against the FP32 checkpoint's.
-void measure_size(bert::BertClassifierImpl& model, const bert::DemoOptions& options,
-                  const Fp32Baseline& fp32, Converted& converted, bert::DemoResults& results) {
-  converted.path = options.out_dir + "/minilm_fine_foods_int8.safetensors";
+void measure_size(bert::BertClassifierImpl& model, const Scenario& scenario,
+                  const bert::DemoOptions& options, const Fp32Baseline& fp32,
+                  Converted& converted, bert::DemoResults& results) {
+  converted.path = options.out_dir + "/" + scenario.model_file;
   tquant::save_state(model, converted.path, tquant::SaveOptions().include_histograms(false));
   const double int8_mb = std::filesystem::file_size(converted.path) / 1e6;
   const double fp32_mb = std::filesystem::file_size(fp32.checkpoint) / 1e6;
   results.measurements.emplace_back("model file FP32 (fine-tuned classifier, safetensors)",
                                     fixed(fp32_mb, 1) + " MB");
-  results.measurements.emplace_back("model file INT8 (tquant::save_state of the converted model)",
+  results.measurements.emplace_back("model file " + scenario.name +
+                                        " (tquant::save_state of the converted model)",
                                     fixed(int8_mb, 1) + " MB (" + fixed(fp32_mb / int8_mb, 2) +
                                         "x smaller)");
 }
@@ -545,19 +681,21 @@ std::function<void()> forward_call(bert::BertClassifierImpl& model, const bert::
 // times (lib/latency.h): warm-up, then rounds in which both run once, in alternating order, so
 // that both see the same machine load; the median over the rounds.
 void measure_latency(bert::BertClassifierImpl& fp32_model, bert::BertClassifierImpl& model,
-                     const bert::DemoBatch& batch, const bert::DemoOptions& options,
-                     Converted& converted, bert::DemoResults& results) {
+                     const bert::DemoBatch& batch, const Scenario& scenario,
+                     const bert::DemoOptions& options, Converted& converted,
+                     bert::DemoResults& results) {
   say("latency: batch " + std::to_string(batch.size()) + " x seq " +
       std::to_string(batch.input_ids.size(1)) + ", " + std::to_string(options.threads) +
       " thread(s), " + std::to_string(options.latency_warmup) + " warm-up forward(s) each, then " +
       std::to_string(options.latency_rounds) +
-      " rounds with FP32 and INT8 interleaved, median over the rounds (the peer bench's method)");
+      " rounds with FP32 and " + scenario.name +
+      " interleaved, median over the rounds (the peer bench's method)");
   const bert::RoundTimes times = bert::interleaved_rounds(
       {forward_call(fp32_model, batch), forward_call(model, batch)}, options.latency_warmup,
       options.latency_rounds, /*reps_per_round=*/1,
-      [](int64_t round, const std::vector<double>& ms) {
+      [&scenario](int64_t round, const std::vector<double>& ms) {
         say("latency round " + std::to_string(round + 1) + ": FP32 " + fixed(ms[0], 1) +
-            " ms, INT8 " + fixed(ms[1], 1) + " ms");
+            " ms, " + scenario.name + " " + fixed(ms[1], 1) + " ms");
       });
   const double fp32_latency = times.median[0];
   const double int8_latency = times.median[1];
@@ -568,7 +706,7 @@ void measure_latency(bert::BertClassifierImpl& fp32_model, bert::BertClassifierI
       fixed(fp32_latency, 1) + " ms (median of " + std::to_string(options.latency_rounds) +
           " interleaved rounds)");
   results.measurements.emplace_back(
-      "CPU latency INT8, same batch",
+      "CPU latency " + scenario.name + ", same batch",
       fixed(int8_latency, 1) + " ms (" + fixed(converted.speedup, 2) + "x)");
 }
 
@@ -577,8 +715,8 @@ void measure_latency(bert::BertClassifierImpl& fp32_model, bert::BertClassifierI
 // the median of the `latency_rounds` that follow. Earlier steps already warmed the process
 // (oneDNN, MKL, thread pool), so a difference is the model's own first-call work.
 void measure_first_call(const bert::BertConfig& config, const bert::DemoBatch& batch,
-                        const bert::DemoOptions& options, const Converted& converted,
-                        bert::DemoResults& results) {
+                        const Scenario& scenario, const bert::DemoOptions& options,
+                        const Converted& converted, bert::DemoResults& results) {
   bert::BertClassifier loaded(config, 2);
   tquant::load_state(*loaded, converted.path);
   const std::vector<double> ms =
@@ -588,7 +726,7 @@ void measure_first_call(const bert::BertConfig& config, const bert::DemoBatch& b
   say("first call after tquant::load_state: " + fixed(first, 1) + " ms, then median " +
       fixed(steady, 1) + " ms");
   results.measurements.emplace_back(
-      "CPU INT8 first call after tquant::load_state into a fresh model, same batch",
+      "CPU " + scenario.name + " first call after tquant::load_state into a fresh model, same batch",
       fixed(first, 1) + " ms, then " + fixed(steady, 1) + " ms (median of the next " +
           std::to_string(options.latency_rounds) + "; first / steady " +
           fixed(first / steady, 2) + "x)");
@@ -596,12 +734,12 @@ void measure_first_call(const bert::BertConfig& config, const bert::DemoBatch& b
 
 // Cosine of INT8 and FP32 sentence embeddings on the test reviews (rows are L2-normalized: the
 // dot product is the cosine).
-void measure_embedding_agreement(const Fp32Baseline& fp32, Converted& converted,
-                                 bert::DemoResults& results) {
+void measure_embedding_agreement(const Fp32Baseline& fp32, const Scenario& scenario,
+                                 Converted& converted, bert::DemoResults& results) {
   const at::Tensor cosines = (fp32.test.embeddings * converted.test.embeddings).sum(-1);
   converted.cosine_mean = cosines.mean().item<double>();
   results.measurements.emplace_back(
-      "sentence embedding cosine INT8 vs FP32 (test, mean-pooled normalized)",
+      "sentence embedding cosine " + scenario.name + " vs FP32 (test, mean-pooled normalized)",
       "mean " + fixed(converted.cosine_mean, 5) + ", min " + fixed(cosines.min().item<double>(), 5));
 }
 
@@ -637,93 +775,167 @@ void compare_on_gpu(bert::BertClassifierImpl& fp32_model, bert::BertClassifierIm
 }
 
 Converted convert_and_measure(bert::BertClassifierImpl& model, bert::BertClassifierImpl& fp32_model,
-                              const bert::DemoOptions& options, const DemoData& data,
-                              const Fp32Baseline& fp32, const SensitivityAndFallback& fallback,
-                              const Qat& qat, bert::DemoResults& results) {
-  Converted converted = convert_better_model(model, options, data, fallback, qat, results);
+                              const Scenario& scenario, const bert::DemoOptions& options,
+                              const DemoData& data, const Fp32Baseline& fp32,
+                              const SensitivityAndFallback& fallback, const Qat& qat,
+                              bert::DemoResults& results) {
+  Converted converted =
+      convert_better_model(model, scenario, options, data, fallback, qat, results);
   const auto start = Clock::now();
-  measure_size(model, options, fp32, converted, results);
+  measure_size(model, scenario, options, fp32, converted, results);
   const bert::DemoBatch batch = latency_batch(options, data);
-  measure_latency(fp32_model, model, batch, options, converted, results);
-  measure_first_call(fp32.config, batch, options, converted, results);
+  measure_latency(fp32_model, model, batch, scenario, options, converted, results);
+  measure_first_call(fp32.config, batch, scenario, options, converted, results);
   results.durations.emplace_back("size + latency", seconds_since(start));
-  measure_embedding_agreement(fp32, converted, results);
+  measure_embedding_agreement(fp32, scenario, converted, results);
   compare_on_gpu(fp32_model, model, batch, options, results);
   return converted;
 }
 
 // ---- 6. Outputs ------------------------------------------------------------------------------
 
-// The goals of issue 5, met or missed as measured.
-void mark_goals(const Fp32Baseline& fp32, const Ptq& ptq, const SensitivityAndFallback& fallback,
-                const Qat& qat, const Converted& converted, bert::DemoResults& results) {
-  const double fp32_acc = fp32.test.accuracy;
-  auto gap_goal = [&](const std::string& goal, double acc, double max_points) {
-    const double gap = fp32_acc - acc;
-    return bert::GoalRow{goal, "within " + fixed(max_points, 1) + " pt of FP32 (test)",
-                         fixed(acc * 100, 2) + "% vs " + fixed(fp32_acc * 100, 2) + "% (" +
-                             bert::points(acc - fp32_acc) + ")",
-                         gap * 100.0 <= max_points + 1e-9};
-  };
-  results.goals.push_back(
-      gap_goal("best PTQ (" + ptq.best_choice().label + ")", ptq.test[ptq.best], 1.0));
-  results.goals.push_back(gap_goal("sensitivity fallback", fallback.fallback_test, 0.5));
-  results.goals.push_back(gap_goal("QAT", qat.test, 0.3));
-  results.goals.push_back({"INT8 CPU latency at batch 32", ">= 1.5x FP32",
-                           fixed(converted.speedup, 2) + "x", converted.speedup >= 1.5});
-  results.goals.push_back({"embedding cosine INT8 vs FP32", ">= 0.99 mean",
-                           fixed(converted.cosine_mean, 5), converted.cosine_mean >= 0.99});
+// What one scenario's steps produced.
+struct ScenarioRun {
+  Scenario scenario;
+  Ptq ptq_result;
+  LadderBase base;
+  SensitivityAndFallback fallback;
+  Qat qat_result;
+  Converted converted;
+};
+
+bert::GoalRow gap_goal(const std::string& goal, double fp32_acc, double acc, double max_points) {
+  const double gap = fp32_acc - acc;
+  return bert::GoalRow{goal, "within " + fixed(max_points, 1) + " pt of FP32 (test)",
+                       fixed(acc * 100, 2) + "% vs " + fixed(fp32_acc * 100, 2) + "% (" +
+                           bert::points(acc - fp32_acc) + ")",
+                       gap * 100.0 <= max_points + 1e-9};
 }
 
-// calibration_report.html: a summary, the sensitivity chart, every quantizer's histogram.
-void write_html_report(const bert::DemoOptions& options, const bert::DemoResults& results,
-                              const Fp32Baseline& fp32, const Ptq& ptq,
-                              const SensitivityAndFallback& fallback) {
-  std::vector<bert::SensitivityBar> bars;
+// The goals of issue 5 (INT8 scenario), met or missed as measured.
+void mark_int8_goals(const Fp32Baseline& fp32, const ScenarioRun& run, bert::DemoResults& results) {
+  const double fp32_acc = fp32.test.accuracy;
+  const Ptq& ptq = run.ptq_result;
+  results.goals.push_back(gap_goal("INT8 best PTQ (" + ptq.best_choice().label + ")", fp32_acc,
+                                   ptq.test[ptq.best], 1.0));
+  results.goals.push_back(
+      gap_goal("INT8 sensitivity fallback", fp32_acc, run.fallback.fallback_test, 0.5));
+  results.goals.push_back(gap_goal("INT8 QAT", fp32_acc, run.qat_result.test, 0.3));
+  results.goals.push_back({"INT8 CPU latency at batch 32", ">= 1.5x FP32",
+                           fixed(run.converted.speedup, 2) + "x", run.converted.speedup >= 1.5});
+  results.goals.push_back({"embedding cosine INT8 vs FP32", ">= 0.99 mean",
+                           fixed(run.converted.cosine_mean, 5), run.converted.cosine_mean >= 0.99});
+}
+
+// The goals of issue 12 (W4A8 scenario): the setting is aggressive (plain max / percentile PTQ
+// loses >= 1.5 points on validation), QAT within 0.5 point of FP32 on test and >= 1 point above
+// the best fully quantized PTQ model (the chosen calibrator, with SmoothQuant when it won).
+void mark_w4a8_goals(const Fp32Baseline& fp32, const ScenarioRun& run,
+                     bert::DemoResults& results) {
+  const Ptq& ptq = run.ptq_result;
+  double plain = kNaN;
+  std::string plain_label;
+  for (size_t i = 0; i < ptq.choices.size(); ++i) {
+    const auto method = ptq.choices[i].method;
+    if (method != tquant::CalibrationMethod::kMax &&
+        method != tquant::CalibrationMethod::kPercentile) {
+      continue;
+    }
+    if (!(ptq.validation[i] <= plain)) {
+      plain = ptq.validation[i];
+      plain_label = ptq.choices[i].label;
+    }
+  }
+  const double loss = fp32.validation.accuracy - plain;
+  results.goals.push_back({"W4A8 plain PTQ, best of max / percentile (" + plain_label + ")",
+                           ">= 1.5 pt below FP32 (validation): the setting is aggressive",
+                           fixed(plain * 100, 2) + "% vs " +
+                               fixed(fp32.validation.accuracy * 100, 2) + "% (" +
+                               bert::points(plain - fp32.validation.accuracy) + ")",
+                           loss * 100.0 >= 1.5 - 1e-9});
+  results.goals.push_back(gap_goal("W4A8 QAT", fp32.test.accuracy, run.qat_result.test, 0.5));
+  const double best_ptq = std::max(ptq.test[ptq.best], run.base.test);
+  const double gain = run.qat_result.test - best_ptq;
+  results.goals.push_back({"W4A8 QAT vs best PTQ (" + run.base.label + ")",
+                           ">= 1.0 pt above (test)",
+                           fixed(run.qat_result.test * 100, 2) + "% vs " +
+                               fixed(best_ptq * 100, 2) + "% (" + bert::points(gain) + ")",
+                           gain * 100.0 >= 1.0 - 1e-9});
+}
+
+// The calibration report's lines, sensitivity bars and histograms of one scenario.
+void add_to_html_report(const bert::DemoOptions& options, const ScenarioRun& run,
+                        std::vector<std::string>& summary,
+                        std::vector<bert::QuantizerHistogram>& histograms,
+                        std::vector<bert::SensitivityBar>& bars) {
+  const std::string& name = run.scenario.name;
+  const Ptq& ptq = run.ptq_result;
+  const SensitivityAndFallback& fallback = run.fallback;
   for (const auto& g : fallback.sensitivity.groups) {
-    bars.push_back({g.group, g.recovery_when_float * 1000.0, g.drop_when_quantized * 1000.0,
+    bars.push_back({name + " " + g.group, g.recovery_when_float * 1000.0,
+                    g.drop_when_quantized * 1000.0,
                     std::find(fallback.float_groups.begin(), fallback.float_groups.end(),
                               g.group) != fallback.float_groups.end()});
   }
-  std::vector<std::string> summary = {
-      std::string("mode: ") + results.mode + "; calibrated once on " +
-          std::to_string(ptq.calibration.batches) + " batches of " +
-          std::to_string(options.batch_size) + " training reviews (seq " +
-          std::to_string(options.seq_len) + ")",
-      "FP32 validation " + fixed(fp32.validation.accuracy * 100, 2) + "%, test " +
-          fixed(fp32.test.accuracy * 100, 2) + "%",
-  };
   for (size_t i = 0; i < ptq.choices.size(); ++i) {
-    summary.push_back("PTQ " + ptq.choices[i].label + ": validation " +
+    summary.push_back(name + " PTQ " + ptq.choices[i].label + ": validation " +
                       fixed(ptq.validation[i] * 100, 2) + "%" +
                       (i == ptq.best ? ", test " + fixed(ptq.test[i] * 100, 2) +
                                            "%  <- chosen on validation"
                                      : ""));
   }
-  summary.push_back("sensitivity: embedding error against FP32 (mean 1 - cosine) on " +
-                    std::to_string(fallback.ranked_reviews) + " validation reviews, all groups quantized " +
+  if (run.base.label != ptq.best_choice().label) {
+    summary.push_back(name + " " + run.base.label + ": validation " +
+                      fixed(run.base.validation * 100, 2) + "%, test " +
+                      fixed(run.base.test * 100, 2) + "%");
+  }
+  summary.push_back(name + " sensitivity: embedding error against FP32 (mean 1 - cosine) on " +
+                    std::to_string(fallback.ranked_reviews) +
+                    " validation reviews, all groups quantized " +
                     fixed(fallback.sensitivity.quantized_metric, 5) +
-                    "; fallback on validation accuracy (FP32 " +
-                    fixed(fp32.validation.accuracy * 100, 2) + "%, all quantized " +
+                    "; fallback on validation accuracy (all quantized " +
                     fixed(fallback.fallback.quantized_metric * 100, 2) +
                     "%), kept in float: " + kept_in_float(fallback.float_groups));
-  bert::write_calibration_report(options.out_dir + "/calibration_report.html",
-                                 "tquant calibration report: MiniLM-L6 on fine-food reviews",
-                                 summary, ptq.choices, ptq.best_choice().label, ptq.histograms,
-                                 bars,
-                                 "embedding error against FP32: mean (1 - cosine) x 1000 on " +
-                                     std::to_string(fallback.ranked_reviews) +
-                                     " validation reviews");
+  summary.push_back(name + " QAT: " + std::to_string(run.qat_result.best_steps) + " of " +
+                    std::to_string(options.qat_steps) + " steps, test " +
+                    fixed(run.qat_result.test * 100, 2) + "%; converted: test " +
+                    fixed(run.converted.test.accuracy * 100, 2) + "%");
+  for (bert::QuantizerHistogram h : ptq.histograms) {
+    h.name = name + " " + h.name;
+    h.chosen = ptq.best_choice().label;
+    histograms.push_back(std::move(h));
+  }
 }
 
-// Goals, the closing notes, then results.md / results.json / calibration_report.html and the
-// table on stdout.
+// calibration_report.html: a summary, the sensitivity chart, every quantizer's histogram, for
+// every scenario run.
+void write_html_report(const bert::DemoOptions& options, const bert::DemoResults& results,
+                       const Fp32Baseline& fp32, const std::vector<ScenarioRun>& runs) {
+  std::vector<std::string> summary = {
+      std::string("mode: ") + results.mode + "; each scenario calibrated once on " +
+          std::to_string(runs.front().ptq_result.calibration.batches) + " batches of " +
+          std::to_string(options.batch_size) + " training reviews (seq " +
+          std::to_string(options.seq_len) + ")",
+      "FP32 validation " + fixed(fp32.validation.accuracy * 100, 2) + "%, test " +
+          fixed(fp32.test.accuracy * 100, 2) + "%",
+  };
+  std::vector<bert::QuantizerHistogram> histograms;
+  std::vector<bert::SensitivityBar> bars;
+  for (const auto& run : runs) add_to_html_report(options, run, summary, histograms, bars);
+  bert::write_calibration_report(
+      options.out_dir + "/calibration_report.html",
+      "tquant calibration report: MiniLM-L6 on fine-food reviews", summary,
+      runs.front().ptq_result.choices, runs.front().ptq_result.best_choice().label, histograms,
+      bars,
+      "embedding error against FP32: mean (1 - cosine) x 1000 on " +
+          std::to_string(runs.front().fallback.ranked_reviews) + " validation reviews");
+}
+
+// The closing notes, then results.md / results.json / calibration_report.html and the table
+// on stdout.
 void write_outputs(const bert::DemoOptions& options, const DemoData& data,
-                   const Fp32Baseline& fp32, const Ptq& ptq,
-                   const SensitivityAndFallback& fallback, const Qat& qat,
-                   const Converted& converted, Clock::time_point demo_start,
-                   bert::DemoResults& results) {
-  mark_goals(fp32, ptq, fallback, qat, converted, results);
+                   const Fp32Baseline& fp32, const std::vector<ScenarioRun>& runs,
+                   Clock::time_point demo_start, bert::DemoResults& results) {
   const size_t validation = data.validation.size(), test = data.test.size();
   results.notes.push_back("validation = " + std::to_string(validation) +
                           " held-out training reviews (1 review = " +
@@ -733,7 +945,7 @@ void write_outputs(const bert::DemoOptions& options, const DemoData& data,
   results.durations.emplace_back("total", seconds_since(demo_start));
   results.machine += ", at end " + bert::load_average();
 
-  write_html_report(options, results, fp32, ptq, fallback);
+  write_html_report(options, results, fp32, runs);
   bert::write_text_file(options.out_dir + "/results.md", bert::results_markdown(results));
   bert::write_text_file(options.out_dir + "/results.json", bert::results_json(results));
   std::cout << "\n" << bert::format_results(results) << std::endl;
@@ -755,6 +967,55 @@ bert::DemoResults start_results(const bert::DemoOptions& options) {
   return results;
 }
 
+// Steps 2-5 for one scenario on a fresh copy of the fine-tuned FP32 model; the rows, notes,
+// measurements and timings it adds carry the scenario's name.
+ScenarioRun run_scenario(const std::string& key, const bert::DemoOptions& options,
+                         const DemoData& data, const Fp32Baseline& fp32,
+                         bert::DemoResults& results) {
+  const size_t rows = results.rows.size(), notes = results.notes.size(),
+               measurements = results.measurements.size(), durations = results.durations.size();
+  ScenarioRun run;
+  run.scenario = make_scenario(key, options);
+  say("==== scenario " + run.scenario.name + " ====");
+  const auto seed = static_cast<uint64_t>(options.seed);
+  bert::BertClassifier model = load_fp32_classifier(fp32.config, fp32.checkpoint, seed);
+  run.ptq_result = ptq(*model, run.scenario, options, data, fp32, results);
+  const Ptq& ptq_result = run.ptq_result;
+  run.base = {ptq_result.best_choice().label, ptq_result.validation[ptq_result.best],
+              ptq_result.test[ptq_result.best]};
+  if (run.scenario.smooth_quant) {
+    smooth_quant_step(model, run.scenario, options, data, fp32, ptq_result, run.base, results);
+  }
+  run.fallback = sensitivity_and_fallback(*model, sensitivity_groups(fp32.config, options.quick),
+                                          options, data, fp32, run.scenario, run.base, results);
+  const auto qat_start = Clock::now();
+  // The teacher of QAT and the FP32 baseline of step 5's latency.
+  bert::BertClassifier fp32_model = load_fp32_classifier(fp32.config, fp32.checkpoint, seed);
+  run.qat_result =
+      qat(*model, *fp32_model, options, data, run.base, run.fallback, results, qat_start);
+  run.converted = convert_and_measure(*model, *fp32_model, run.scenario, options, data, fp32,
+                                      run.fallback, run.qat_result, results);
+  if (key == "w4a8") {
+    mark_w4a8_goals(fp32, run, results);
+  } else {
+    mark_int8_goals(fp32, run, results);
+  }
+  const std::string& name = run.scenario.name;
+  for (size_t i = rows; i < results.rows.size(); ++i) {
+    results.rows[i].stage = name + " " + results.rows[i].stage;
+  }
+  for (size_t i = notes; i < results.notes.size(); ++i) {
+    results.notes[i] = name + ": " + results.notes[i];
+  }
+  for (size_t i = measurements; i < results.measurements.size(); ++i) {
+    results.measurements[i].first = name + ": " + results.measurements[i].first;
+  }
+  for (size_t i = durations; i < results.durations.size(); ++i) {
+    results.durations[i].first = name + ": " + results.durations[i].first;
+  }
+  return run;
+}
+
 int run(int argc, char** argv) {
   bool help = false;
   const bert::DemoOptions options = bert::parse_demo_options(argc, argv, &help);
@@ -772,24 +1033,12 @@ int run(int argc, char** argv) {
   results.notes.push_back(malloc_setting + ", as the peer bench sets them (lib/latency.h)");
 
   const DemoData data = load_data(options, results);
-  Fp32Baseline fp32 = fp32_baseline(options, data, results);
-  bert::BertClassifierImpl& model = *fp32.model;  // quantized in place from here on
-  const tquant::QConfigMapping mapping =
-      bert::demo_int8_mapping("bert.", options.float_attention);
-  const Ptq ptq_result = ptq(model, mapping, options, data, fp32, results);
-  const SensitivityAndFallback fallback =
-      sensitivity_and_fallback(model, sensitivity_groups(fp32.config, options.quick), options,
-                               data, fp32, ptq_result, results);
-  const auto qat_start = Clock::now();
-  // The teacher of QAT and the FP32 baseline of step 5's latency.
-  bert::BertClassifier fp32_model =
-      load_fp32_classifier(fp32.config, fp32.checkpoint, static_cast<uint64_t>(options.seed));
-  const Qat qat_result =
-      qat(model, *fp32_model, options, data, ptq_result, fallback, results, qat_start);
-  const Converted converted = convert_and_measure(model, *fp32_model, options, data, fp32,
-                                                  fallback, qat_result, results);
-  write_outputs(options, data, fp32, ptq_result, fallback, qat_result, converted, demo_start,
-                results);
+  const Fp32Baseline fp32 = fp32_baseline(options, data, results);
+  std::vector<ScenarioRun> runs;
+  for (const std::string& key : bert::demo_scenarios(options)) {
+    runs.push_back(run_scenario(key, options, data, fp32, results));
+  }
+  write_outputs(options, data, fp32, runs, demo_start, results);
   return 0;
 }
 

@@ -21,4 +21,17 @@ tquant::QConfigMapping demo_int8_mapping(const std::string& prefix, bool float_a
   return mapping;
 }
 
+tquant::QConfigMapping demo_w4a8_mapping(const std::string& prefix, bool float_attention,
+                                         int64_t block_size) {
+  tquant::QConfigMapping mapping = demo_int8_mapping(prefix, float_attention);
+  // Added after the INT8 key rule with the same pattern, so it wins the tie (qconfig_mapping.h):
+  // the keys are static too, as no converted scheme pairs int4 weights with per-token inputs.
+  for (const char* linear : {"attention.self.query", "attention.self.key", "attention.self.value",
+                             "attention.output.dense", "intermediate.dense", "output.dense"}) {
+    mapping.set_module_name_pattern(prefix + "encoder.layer.*." + linear,
+                                    tquant::w4a8_qconfig(block_size));
+  }
+  return mapping;
+}
+
 }  // namespace bert

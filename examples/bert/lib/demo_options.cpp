@@ -71,8 +71,10 @@ int64_t parse_int(const std::string& option, const std::string& text) {
 std::string demo_usage() {
   return "usage: tquant_bert_demo [--quick] [--model-dir DIR] [--data-dir DIR] [--out-dir DIR]\n"
          "                        [--threads N] [--epochs N] [--seed N] [--float-attention]\n"
+         "                        [--scenario int8|w4a8|both]\n"
          "  --quick       CI mode: fewer reviews, 64 tokens, every step of the path (minutes)\n"
          "  --float-attention  leave the attention products (QuantAttention) in float\n"
+         "  --scenario    int8, w4a8 or both (default both): INT8 mapping, W4A8 ladder\n"
          "  --model-dir   all-MiniLM-L6-v2 directory (config.json, vocab.txt, model.safetensors)\n"
          "  --data-dir    directory of fine_foods_train.csv / fine_foods_test.csv; the FP32\n"
          "                checkpoint is cached there\n"
@@ -118,6 +120,12 @@ DemoOptions parse_demo_options(int argc, char** argv, bool* help) {
       quick = true;
     } else if (arg == "--float-attention") {
       options.float_attention = true;
+    } else if (arg == "--scenario") {
+      options.scenario = value();
+      if (options.scenario != "int8" && options.scenario != "w4a8" && options.scenario != "both") {
+        throw std::invalid_argument("--scenario: expected int8, w4a8 or both, got '" +
+                                    options.scenario + "'");
+      }
     } else if (arg == "--model-dir") {
       model_dir = value();
     } else if (arg == "--data-dir") {
@@ -177,10 +185,15 @@ DemoOptions parse_demo_options(int argc, char** argv, bool* help) {
   return options;
 }
 
+std::vector<std::string> demo_scenarios(const DemoOptions& options) {
+  if (options.scenario == "both") return {"int8", "w4a8"};
+  return {options.scenario};
+}
+
 std::string describe(const DemoOptions& o) {
   std::ostringstream out;
-  out << "mode " << (o.quick ? "quick" : "full") << ", threads " << o.threads << ", seed "
-      << o.seed << "\n"
+  out << "mode " << (o.quick ? "quick" : "full") << ", scenario " << o.scenario << ", threads "
+      << o.threads << ", seed " << o.seed << "\n"
       << "model " << o.model_dir << "\n"
       << "data " << o.data_dir << ", out " << o.out_dir << "\n"
       << "seq " << o.seq_len << ", batch " << o.batch_size << ", train reviews "

@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace bert {
 
@@ -17,6 +18,12 @@ struct DemoOptions {
   /// Keep the attention products (the QuantAttention "sdpa" of every layer) in float
   /// (at::scaled_dot_product_attention); docs/bert.md compares both settings.
   bool float_attention = false;
+  /// Which scenarios run (docs/bert.md): "int8" (issue 5's INT8 mapping), "w4a8" (int4
+  /// encoder weights, int8 activations: the ladder of issue 12), or "both" (the default).
+  std::string scenario = "both";
+  /// W4A8 scenario: SmoothQuant migration strengths tried (one fresh model each), chosen on
+  /// the validation embedding error against plain PTQ's.
+  std::vector<double> smooth_alphas = {0.3, 0.5, 0.7};
   int threads = 2;
   uint64_t seed = 0;
 
@@ -61,7 +68,7 @@ std::string demo_usage();
 
 /// Parses the command line:
 ///   --model-dir DIR  --data-dir DIR  --out-dir DIR  --quick  --threads N  --epochs N
-///   --seed N  --help
+///   --seed N  --float-attention  --scenario int8|w4a8|both  --help
 /// Paths not given come from the environment (TQUANT_BERT_MODEL_DIR, TQUANT_DATA_DIR), then
 /// from bert_assets.env (MODEL_DIR=..., DATA_DIR=...) written by scripts/setup_bert_assets.sh,
 /// looked up in ./build/data/ and in the source tree's build/data/. Throws std::invalid_argument
@@ -80,6 +87,9 @@ void apply_quick_mode(DemoOptions& options);
 /// training reviews, validation size, epochs, batch, learning rates, seed), so that a run with
 /// other settings trains its own.
 std::string fp32_checkpoint_path(const DemoOptions& options, size_t train_size);
+
+/// The scenarios `options.scenario` names, in run order: {"int8"}, {"w4a8"} or {"int8", "w4a8"}.
+std::vector<std::string> demo_scenarios(const DemoOptions& options);
 
 /// One line per setting, for the log and the results files.
 std::string describe(const DemoOptions& options);

@@ -335,7 +335,7 @@ void write_calibration_report(const std::string& path, const std::string& title,
   }
   html << "</table>\n";
   for (const auto& h : histograms) {
-    html << "<h3>" << html_escape(h.name) << "</h3>\n" << histogram_svg(h, choices, chosen_label)
+    html << "<h3>" << html_escape(h.name) << "</h3>\n" << histogram_svg(h, choices, h.chosen.empty() ? chosen_label : h.chosen)
          << "\n";
   }
   html << "</body></html>\n";

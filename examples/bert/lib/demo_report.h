@@ -71,6 +71,8 @@ struct QuantizerHistogram {
   double bin_width = 0.0;
   double abs_max = 0.0;
   std::vector<std::pair<std::string, double>> amax;  ///< label -> amax, in `choices` order
+  /// The calibrator drawn solid; empty: write_calibration_report's chosen_label.
+  std::string chosen;
 };
 
 /// Collects every per-tensor HistogramObserver under `model` (quantizers named "*_quantizer"),
