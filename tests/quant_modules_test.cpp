@@ -7,8 +7,10 @@
 
 #include <torch/torch.h>
 
+#include "tquant/nn/quant_attention.h"
 #include "tquant/nn/quant_conv2d.h"
 #include "tquant/nn/quant_embedding.h"
+#include "tquant/nn/quant_linear.h"
 #include "tquant/nn/quant_matmul.h"
 #include "tquant/nn/quant_stub.h"
 
@@ -560,4 +562,65 @@ TEST(QuantModules, AreQuantizableWithTheirTypeNames) {
     stream << *module;
     EXPECT_TRUE(contains(stream.str(), "mode=observe")) << stream.str();
   }
+}
+
+// ------------------------------------------- the shared mode rules (QuantizableBase), per module
+
+TEST(QuantizableBase, EveryModuleChecksModesByTheSameRulesAndNamesItself) {
+  const std::vector<std::pair<std::shared_ptr<torch::nn::Module>, std::string>> modules = {
+      {QuantLinear(3, 2).ptr(), "QuantLinear(in_features=3, out_features=2)"},
+      {QuantConv2d(3, 4, 3).ptr(),
+       "QuantConv2d(in_channels=3, out_channels=4, kernel_size=[3, 3])"},
+      {QuantMatMul().ptr(), "QuantMatMul"},
+      {QuantAttention().ptr(), "QuantAttention"},
+      {QuantEmbedding(10, 4).ptr(), "QuantEmbedding(num_embeddings=10, embedding_dim=4)"},
+      {QuantStub().ptr(), "QuantStub"}};
+  for (const auto& [module, name] : modules) {
+    Quantizable* quantizable = as_quantizable(*module);
+    ASSERT_NE(quantizable, nullptr) << name;
+    EXPECT_EQ(error_message([&] { quantizable->set_mode(QuantMode::kFakeQuant); }),
+              name + ": set_mode(fake_quant) needs quantizers; call set_qconfig first");
+    EXPECT_TRUE(contains(error_message([&] { quantizable->set_mode(QuantMode::kConverted); }),
+                         name + ": set_mode(converted) is not possible"))
+        << name;
+    EXPECT_EQ(quantizable->mode(), QuantMode::kFloat) << name;
+    EXPECT_FALSE(quantizable->qconfig().has_value()) << name;
+
+    quantizable->set_qconfig(int8_static_qconfig());
+    quantizable->set_mode(QuantMode::kObserve);
+    // clone() copies the QConfig and the mode and builds the quantizers again.
+    auto copy = module->clone();
+    Quantizable* copied = as_quantizable(*copy);
+    ASSERT_NE(copied, nullptr) << name;
+    EXPECT_EQ(copied->mode(), QuantMode::kObserve) << name;
+    EXPECT_TRUE(copied->qconfig().has_value()) << name;
+    EXPECT_EQ(copy->named_children().keys(), module->named_children().keys()) << name;
+  }
+}
+
+TEST(QuantizableBase, ModuleChecksRunBeforeAnythingChanges) {
+  QuantEmbedding sparse(torch::nn::EmbeddingOptions(10, 4).sparse(true));
+  sparse->set_qconfig(int8_static_qconfig());
+  const std::string message = error_message([&] { sparse->set_mode(QuantMode::kFakeQuant); });
+  EXPECT_TRUE(contains(message, "QuantEmbedding(num_embeddings=10, embedding_dim=4): sparse = "
+                                "true is not supported in fake_quant mode"))
+      << message;
+  EXPECT_EQ(sparse->mode(), QuantMode::kFloat);
+
+  QuantConv2d conv(3, 4, 3);
+  EXPECT_THROW(conv->set_qconfig(axis1_weight_qconfig()), c10::ValueError);
+  EXPECT_FALSE(conv->qconfig().has_value());
+  EXPECT_TRUE(conv->named_children().is_empty());
+}
+
+TEST(QuantizableBase, AConvertedModuleCannotChangeModeAgain) {
+  QuantLinear fc(3, 2);
+  fc->set_qconfig(int8_static_qconfig());
+  fc->set_mode(QuantMode::kObserve);
+  fc(torch::randn({5, 3}));
+  ASSERT_TRUE(fc->convert().converted);
+  const std::string message = error_message([&] { fc->set_mode(QuantMode::kFloat); });
+  EXPECT_TRUE(contains(message, "QuantLinear(in_features=3, out_features=2): is converted"))
+      << message;
+  EXPECT_EQ(fc->mode(), QuantMode::kConverted);
 }

@@ -83,10 +83,7 @@ void QuantAttentionImpl::reset() {
     install_converted(ones);
     return;
   }
-  if (qconfig_) {
-    install_quantizers();
-    apply_mode();
-  }
+  restore_quantizers();
 }
 
 void QuantAttentionImpl::pretty_print(std::ostream& stream) const {
@@ -94,39 +91,15 @@ void QuantAttentionImpl::pretty_print(std::ostream& stream) const {
          << ", mode=" << to_string(mode_) << ")";
 }
 
-void QuantAttentionImpl::set_qconfig(const QConfig& qconfig) {
-  check_qconfig(qconfig, kName);
-  qconfig_ = qconfig;
-  install_quantizers();
-  apply_mode();
-}
-
 void QuantAttentionImpl::install_quantizers() {
-  FakeQuantize* holders[4] = {&query_quantizer, &key_quantizer, &probs_quantizer,
-                              &value_quantizer};
-  std::optional<c10::Device> device;
-  for (auto* holder : holders) {
-    if (!device) device = detail::quantizer_device(*holder);
-  }
-  for (int i = 0; i < 4; ++i) {
+  const auto device = current_quantizer_device();
+  const std::vector<FakeQuantize*> holders = quantizers();
+  for (size_t i = 0; i < holders.size(); ++i) {
     *holders[i] = detail::install_quantizer(*this, kQuantizerNames[i], qconfig_->activation,
                                             device, kName);
   }
 }
 
-void QuantAttentionImpl::set_mode(QuantMode mode) {
-  detail::check_mode_change(mode_, mode, kName);
-  TORCH_CHECK_VALUE(mode == QuantMode::kFloat || qconfig_.has_value(), kName, ": set_mode(",
-                    to_string(mode), ") needs quantizers; call set_qconfig first");
-  mode_ = mode;
-  apply_mode();
-}
-
-void QuantAttentionImpl::apply_mode() {
-  for (auto* holder : {&query_quantizer, &key_quantizer, &probs_quantizer, &value_quantizer}) {
-    detail::configure_quantizer(*holder, mode_);
-  }
-}
 
 double QuantAttentionImpl::softmax_scale(const at::Tensor& q) const {
   return options.scale().value_or(1.0 / std::sqrt(static_cast<double>(q.size(-1))));

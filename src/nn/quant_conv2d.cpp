@@ -36,7 +36,7 @@ QuantConv2dImpl::QuantConv2dImpl(const torch::nn::Conv2dOptions& options_) : opt
   QuantConv2dImpl::reset();
 }
 
-std::string QuantConv2dImpl::name() const {
+std::string QuantConv2dImpl::error_name() const {
   std::ostringstream stream;
   stream << "QuantConv2d(in_channels=" << options.in_channels()
          << ", out_channels=" << options.out_channels()
@@ -76,14 +76,14 @@ void QuantConv2dImpl::reset() {
                     options.groups());
   TORCH_CHECK_VALUE(options.in_channels() % options.groups() == 0 &&
                         options.out_channels() % options.groups() == 0,
-                    name(), ": expected in_channels and out_channels divisible by groups = ",
+                    error_name(), ": expected in_channels and out_channels divisible by groups = ",
                     options.groups());
   std::visit(
       c10::overloaded(
           [&](torch::enumtype::kValid) { reversed_padding_repeated_twice_.assign(4, 0); },
           [&](torch::enumtype::kSame) {
             for (int64_t i = 0; i < 2; ++i) {
-              TORCH_CHECK_VALUE((*options.stride())[i] == 1, name(),
+              TORCH_CHECK_VALUE((*options.stride())[i] == 1, error_name(),
                                 ": padding = kSame needs stride 1, got stride ",
                                 options.stride());
             }
@@ -118,10 +118,7 @@ void QuantConv2dImpl::reset() {
     return;
   }
   reset_parameters();
-  if (qconfig_) {
-    install_quantizers();
-    apply_mode();
-  }
+  restore_quantizers();
 }
 
 void QuantConv2dImpl::reset_parameters() {
@@ -152,41 +149,25 @@ void QuantConv2dImpl::pretty_print(std::ostream& stream) const {
   stream << ", mode=" << to_string(mode_) << ")";
 }
 
-void QuantConv2dImpl::set_qconfig(const QConfig& qconfig) {
-  check_qconfig(qconfig, name());
-  // Check a quantizer built from the factory before anything changes, so a rejected QConfig
-  // leaves the module as it was.
-  if (qconfig.weight) detail::check_weight_axis0(qconfig.weight(), name(), "output channel");
-  qconfig_ = qconfig;
-  install_quantizers();
-  apply_mode();
+void QuantConv2dImpl::check_module_qconfig(const QConfig& qconfig) const {
+  // Checks a quantizer built from the factory (set_qconfig calls this before anything changes).
+  if (qconfig.weight) detail::check_weight_axis0(qconfig.weight(), error_name(), "output channel");
 }
 
 void QuantConv2dImpl::install_quantizers() {
   const auto device = weight.device();
+  const std::string what = error_name();
   input_quantizer =
-      detail::install_quantizer(*this, "input_quantizer", qconfig_->activation, device, name());
+      detail::install_quantizer(*this, "input_quantizer", qconfig_->activation, device, what);
   weight_quantizer =
-      detail::install_quantizer(*this, "weight_quantizer", qconfig_->weight, device, name());
+      detail::install_quantizer(*this, "weight_quantizer", qconfig_->weight, device, what);
 }
 
-void QuantConv2dImpl::set_mode(QuantMode mode) {
-  detail::check_mode_change(mode_, mode, name());
-  TORCH_CHECK_VALUE(mode == QuantMode::kFloat || qconfig_.has_value(), name(), ": set_mode(",
-                    to_string(mode), ") needs quantizers; call set_qconfig first");
-  mode_ = mode;
-  apply_mode();
-}
-
-void QuantConv2dImpl::apply_mode() {
-  detail::configure_quantizer(input_quantizer, mode_);
-  detail::configure_quantizer(weight_quantizer, mode_);
-}
 
 void QuantConv2dImpl::check_input(const at::Tensor& input) const {
-  TORCH_CHECK(input.defined(), name(), ": expected an input tensor, got an undefined one");
+  TORCH_CHECK(input.defined(), error_name(), ": expected an input tensor, got an undefined one");
   TORCH_CHECK((input.dim() == 3 || input.dim() == 4) && input.size(-3) == options.in_channels(),
-              name(), ": expected input of shape [N, ", options.in_channels(), ", H, W] or [",
+              error_name(), ": expected input of shape [N, ", options.in_channels(), ", H, W] or [",
               options.in_channels(), ", H, W] (channels = in_channels), got shape ",
               input.sizes());
 }
@@ -211,7 +192,7 @@ at::Tensor QuantConv2dImpl::conv_forward(const at::Tensor& input, const at::Tens
 }
 
 void QuantConv2dImpl::set_fused_relu(bool fused) {
-  TORCH_CHECK_VALUE(mode_ != QuantMode::kConverted || fused == fused_relu_, name(),
+  TORCH_CHECK_VALUE(mode_ != QuantMode::kConverted || fused == fused_relu_, error_name(),
                     ": is converted with scheme '", converted_scheme_,
                     "', which fixes whether the ReLU is fused");
   fused_relu_ = fused;

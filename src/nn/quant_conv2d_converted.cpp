@@ -119,10 +119,10 @@ ConvertResult QuantConv2dImpl::convert() {
 void QuantConv2dImpl::make_converted(const std::string& scheme) {
   TORCH_CHECK_VALUE(mode_ != QuantMode::kConverted || scheme == converted_scheme_ ||
                         !weight_int8.defined(),
-                    name(), ": already converted with scheme '", converted_scheme_,
+                    error_name(), ": already converted with scheme '", converted_scheme_,
                     "', cannot change to '", scheme, "'");
-  const auto parsed = detail::parse_scheme(scheme, {kStatic, kStaticRelu}, name());
-  TORCH_CHECK_VALUE(parsed.block == 0, name(), ": oneDNN's INT8 convolution takes one weight "
+  const auto parsed = detail::parse_scheme(scheme, {kStatic, kStaticRelu}, error_name());
+  TORCH_CHECK_VALUE(parsed.block == 0, error_name(), ": oneDNN's INT8 convolution takes one weight "
                     "scale per output channel, got scheme '", scheme, "'");
   const auto device = bias.defined() ? bias.device()
                                      : (weight.defined() ? weight.device() : at::Device(at::kCPU));
@@ -151,11 +151,12 @@ void QuantConv2dImpl::install_converted(const std::string& scheme, at::Tensor co
 }
 
 void QuantConv2dImpl::check_converted_input(const at::Tensor& input) const {
-  TORCH_CHECK_VALUE(at::isFloatingType(input.scalar_type()), name(), ": converted ('",
+  TORCH_CHECK_VALUE(at::isFloatingType(input.scalar_type()), error_name(), ": converted ('",
                     converted_scheme_, "') expects a floating-point input, got ",
                     input.scalar_type());
-  TORCH_CHECK_NOT_IMPLEMENTED(input.is_cpu() && weight_int8.is_cpu(), name(), ": converted ('",
-                              converted_scheme_, "') runs oneDNN's INT8 convolution on CPU "
+  TORCH_CHECK_NOT_IMPLEMENTED(input.is_cpu() && weight_int8.is_cpu(), error_name(),
+                              ": converted ('", converted_scheme_,
+                              "') runs oneDNN's INT8 convolution on CPU "
                               "only; expected CPU input and module, got input on ",
                               input.device(), " and the module on ", weight_int8.device());
 }
@@ -176,7 +177,7 @@ at::Tensor QuantConv2dImpl::converted_forward(const at::Tensor& input) {
   for (int64_t i = 0; i < 2; ++i) {
     const int64_t extent = x.size(2 + i) + 2 * packed->padding[i];
     const int64_t span = packed->dilation[i] * ((*options.kernel_size())[i] - 1) + 1;
-    TORCH_CHECK_VALUE(extent >= span, name(), ": expected input height and width (after "
+    TORCH_CHECK_VALUE(extent >= span, error_name(), ": expected input height and width (after "
                       "padding) of at least the dilated kernel size ", span, ", got input shape ",
                       input.sizes());
     out_size[i] = (extent - span) / packed->stride[i] + 1;

@@ -23,7 +23,7 @@ QuantEmbeddingImpl::QuantEmbeddingImpl(const torch::nn::EmbeddingOptions& option
   QuantEmbeddingImpl::reset();
 }
 
-std::string QuantEmbeddingImpl::name() const {
+std::string QuantEmbeddingImpl::error_name() const {
   return "QuantEmbedding(num_embeddings=" + std::to_string(options.num_embeddings()) +
          ", embedding_dim=" + std::to_string(options.embedding_dim()) + ")";
 }
@@ -48,7 +48,7 @@ void QuantEmbeddingImpl::reset() {
     const int64_t padding_idx = *options.padding_idx();
     TORCH_CHECK_VALUE(padding_idx < options.num_embeddings() &&
                           padding_idx >= -options.num_embeddings(),
-                      name(), ": expected padding_idx in [", -options.num_embeddings(), ", ",
+                      error_name(), ": expected padding_idx in [", -options.num_embeddings(), ", ",
                       options.num_embeddings(), "), got ", padding_idx);
     if (padding_idx < 0) options.padding_idx(options.num_embeddings() + padding_idx);
   }
@@ -63,14 +63,11 @@ void QuantEmbeddingImpl::reset() {
   } else {
     TORCH_CHECK_VALUE(options._weight().sizes() ==
                           torch::IntArrayRef({options.num_embeddings(), options.embedding_dim()}),
-                      name(), ": expected _weight of shape [", options.num_embeddings(), ", ",
+                      error_name(), ": expected _weight of shape [", options.num_embeddings(), ", ",
                       options.embedding_dim(), "], got ", options._weight().sizes());
     weight = register_parameter("weight", options._weight());
   }
-  if (qconfig_) {
-    install_quantizers();
-    apply_mode();
-  }
+  restore_quantizers();
 }
 
 void QuantEmbeddingImpl::reset_parameters() {
@@ -93,42 +90,30 @@ void QuantEmbeddingImpl::pretty_print(std::ostream& stream) const {
   stream << ", mode=" << to_string(mode_) << ")";
 }
 
-void QuantEmbeddingImpl::set_qconfig(const QConfig& qconfig) {
-  check_qconfig(qconfig, name());
-  // Check a quantizer built from the factory before anything changes, so a rejected QConfig
-  // leaves the module as it was.
-  if (qconfig.weight) detail::check_weight_axis0(qconfig.weight(), name(), "embedding row");
-  qconfig_ = qconfig;
-  install_quantizers();
-  apply_mode();
+void QuantEmbeddingImpl::check_module_qconfig(const QConfig& qconfig) const {
+  // Checks a quantizer built from the factory (set_qconfig calls this before anything changes).
+  if (qconfig.weight) detail::check_weight_axis0(qconfig.weight(), error_name(), "embedding row");
 }
 
 void QuantEmbeddingImpl::install_quantizers() {
   weight_quantizer = detail::install_quantizer(*this, "weight_quantizer", qconfig_->weight,
-                                               weight.device(), name());
+                                               weight.device(), error_name());
 }
 
-void QuantEmbeddingImpl::set_mode(QuantMode mode) {
-  detail::check_mode_change(mode_, mode, name());
-  TORCH_CHECK_VALUE(mode == QuantMode::kFloat || qconfig_.has_value(), name(), ": set_mode(",
-                    to_string(mode), ") needs quantizers; call set_qconfig first");
-  TORCH_CHECK_NOT_IMPLEMENTED(mode != QuantMode::kFakeQuant || !options.sparse(), name(),
+void QuantEmbeddingImpl::check_module_mode(QuantMode mode) const {
+  TORCH_CHECK_NOT_IMPLEMENTED(mode != QuantMode::kFakeQuant || !options.sparse(), error_name(),
                               ": sparse = true is not supported in fake_quant mode (the "
                               "fake-quantize gradient of the table is dense)");
-  mode_ = mode;
-  apply_mode();
 }
 
-void QuantEmbeddingImpl::apply_mode() { detail::configure_quantizer(weight_quantizer, mode_); }
-
 void QuantEmbeddingImpl::check_input(const at::Tensor& indices) const {
-  TORCH_CHECK(indices.defined(), name(), ": expected an index tensor, got an undefined one");
-  TORCH_CHECK(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt, name(),
+  TORCH_CHECK(indices.defined(), error_name(), ": expected an index tensor, got an undefined one");
+  TORCH_CHECK(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt, error_name(),
               ": expected indices of type Long or Int, got ", indices.scalar_type());
   if (indices.is_cpu() && indices.numel() > 0) {
     const int64_t low = indices.min().item<int64_t>();
     const int64_t high = indices.max().item<int64_t>();
-    TORCH_CHECK_INDEX(low >= 0 && high < options.num_embeddings(), name(),
+    TORCH_CHECK_INDEX(low >= 0 && high < options.num_embeddings(), error_name(),
                       ": expected indices in [0, ", options.num_embeddings(), "), got values in [",
                       low, ", ", high, "]");
   }
@@ -180,9 +165,9 @@ ConvertResult QuantEmbeddingImpl::convert() {
 }
 
 void QuantEmbeddingImpl::make_converted(const std::string& scheme) {
-  const auto parsed = detail::parse_scheme(scheme, {"weight_only"}, name());
+  const auto parsed = detail::parse_scheme(scheme, {"weight_only"}, error_name());
   auto codes = detail::placeholder_codes(options.num_embeddings(), options.embedding_dim(),
-                                         parsed.block, name());
+                                         parsed.block, error_name());
   const auto device = weight.defined() ? weight.device() : at::Device(at::kCPU);
   install_converted(scheme, codes.codes.to(device), codes.scale.to(device));
 }

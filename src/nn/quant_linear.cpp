@@ -97,10 +97,7 @@ void QuantLinearImpl::reset() {
     return;
   }
   reset_parameters();
-  if (qconfig_) {
-    install_quantizers();
-    apply_mode();
-  }
+  restore_quantizers();
 }
 
 void QuantLinearImpl::reset_parameters() {
@@ -114,12 +111,7 @@ void QuantLinearImpl::pretty_print(std::ostream& stream) const {
          << ", mode=" << to_string(mode_) << ")";
 }
 
-void QuantLinearImpl::set_qconfig(const QConfig& qconfig) {
-  check_qconfig(qconfig, module_name(options));
-  qconfig_ = qconfig;
-  install_quantizers();
-  apply_mode();
-}
+std::string QuantLinearImpl::error_name() const { return module_name(options); }
 
 void QuantLinearImpl::install_quantizers() {
   const auto device = weight.device();
@@ -128,19 +120,6 @@ void QuantLinearImpl::install_quantizers() {
       detail::install_quantizer(*this, "input_quantizer", qconfig_->activation, device, what);
   weight_quantizer =
       detail::install_quantizer(*this, "weight_quantizer", qconfig_->weight, device, what);
-}
-
-void QuantLinearImpl::set_mode(QuantMode mode) {
-  detail::check_mode_change(mode_, mode, module_name(options));
-  TORCH_CHECK_VALUE(mode == QuantMode::kFloat || qconfig_.has_value(), module_name(options),
-                    ": set_mode(", to_string(mode), ") needs quantizers; call set_qconfig first");
-  mode_ = mode;
-  apply_mode();
-}
-
-void QuantLinearImpl::apply_mode() {
-  detail::configure_quantizer(input_quantizer, mode_);
-  detail::configure_quantizer(weight_quantizer, mode_);
 }
 
 void QuantLinearImpl::check_input(const at::Tensor& input) const {

@@ -28,44 +28,21 @@ void QuantMatMulImpl::reset() {
     install_converted(at::ones({}), at::ones({}));
     return;
   }
-  if (qconfig_) {
-    install_quantizers();
-    apply_mode();
-  }
+  restore_quantizers();
 }
 
 void QuantMatMulImpl::pretty_print(std::ostream& stream) const {
   stream << "tquant::QuantMatMul(mode=" << to_string(mode_) << ")";
 }
 
-void QuantMatMulImpl::set_qconfig(const QConfig& qconfig) {
-  check_qconfig(qconfig, kName);
-  qconfig_ = qconfig;
-  install_quantizers();
-  apply_mode();
-}
-
 void QuantMatMulImpl::install_quantizers() {
-  auto device = detail::quantizer_device(input_quantizer);
-  if (!device) device = detail::quantizer_device(other_quantizer);
+  const auto device = current_quantizer_device();
   input_quantizer =
       detail::install_quantizer(*this, "input_quantizer", qconfig_->activation, device, kName);
   other_quantizer =
       detail::install_quantizer(*this, "other_quantizer", qconfig_->activation, device, kName);
 }
 
-void QuantMatMulImpl::set_mode(QuantMode mode) {
-  detail::check_mode_change(mode_, mode, kName);
-  TORCH_CHECK_VALUE(mode == QuantMode::kFloat || qconfig_.has_value(), kName, ": set_mode(",
-                    to_string(mode), ") needs quantizers; call set_qconfig first");
-  mode_ = mode;
-  apply_mode();
-}
-
-void QuantMatMulImpl::apply_mode() {
-  detail::configure_quantizer(input_quantizer, mode_);
-  detail::configure_quantizer(other_quantizer, mode_);
-}
 
 void QuantMatMulImpl::check_inputs(const at::Tensor& a, const at::Tensor& b) const {
   TORCH_CHECK(a.defined() && b.defined(), kName, ": expected two input tensors, got ",

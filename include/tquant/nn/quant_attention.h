@@ -53,7 +53,7 @@ struct QuantAttentionOptions {
 ///   tquant::QuantAttention attention(tquant::QuantAttentionOptions().dropout(0.1));
 ///   at::Tensor context = attention(q, k, v, additive_mask);   // [B, H, L, head_dim]
 ///   context = context.transpose(1, 2).reshape({B, L, H * head_dim});
-class QuantAttentionImpl : public torch::nn::Cloneable<QuantAttentionImpl>, public Quantizable {
+class QuantAttentionImpl : public torch::nn::Cloneable<QuantAttentionImpl>, public QuantizableBase {
  public:
   explicit QuantAttentionImpl(QuantAttentionOptions options_ = {});
 
@@ -65,10 +65,8 @@ class QuantAttentionImpl : public torch::nn::Cloneable<QuantAttentionImpl>, publ
   at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& attn_mask = {});
 
-  void set_qconfig(const QConfig& qconfig) override;
-  const std::optional<QConfig>& qconfig() const override { return qconfig_; }
-  void set_mode(QuantMode mode) override;
-  QuantMode mode() const override { return mode_; }
+  // set_qconfig, qconfig(), set_mode (kObserve and kFakeQuant need a QConfig) and mode()
+  // come from QuantizableBase.
   std::string quant_type_name() const override { return "QuantAttention"; }
 
   /// Converts when all four quantizers are static per-tensor int8 narrow symmetric and
@@ -88,17 +86,19 @@ class QuantAttentionImpl : public torch::nn::Cloneable<QuantAttentionImpl>, publ
   at::Tensor query_scale, key_scale, probs_scale, value_scale;
 
  private:
-  void install_quantizers();
+  // ---- QuantizableBase hooks ----
+  std::vector<FakeQuantize*> quantizers() override {
+    return {&query_quantizer, &key_quantizer, &probs_quantizer, &value_quantizer};
+  }
+  void install_quantizers() override;
+
   void install_converted(const at::Tensor scales[4]);
-  void apply_mode();
   at::Tensor quantized_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor& attn_mask);
   at::Tensor converted_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor& attn_mask) const;
   double softmax_scale(const at::Tensor& q) const;
 
-  std::optional<QConfig> qconfig_;
-  QuantMode mode_ = QuantMode::kFloat;
   /// Host copies of the four scales: forward never waits for the GPU to read them.
   detail::HostScalar scale_host_[4];
 };

@@ -68,7 +68,7 @@ class QuantConv2d;
 ///   conv->set_mode(tquant::QuantMode::kObserve);
 ///   for (const auto& batch : calibration_batches) conv(batch);
 ///   conv->set_mode(tquant::QuantMode::kFakeQuant);
-class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl>, public Quantizable {
+class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl>, public QuantizableBase {
  public:
   QuantConv2dImpl(int64_t in_channels, int64_t out_channels,
                   torch::ExpandingArray<2> kernel_size)
@@ -89,13 +89,8 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl>, public Qua
   /// x: [N, in_channels, H, W] or unbatched [in_channels, H, W].
   at::Tensor forward(const at::Tensor& input);
 
-  /// Builds fresh quantizers from `qconfig` (on the weight's device), replacing earlier ones,
-  /// and applies the current mode to them.
-  void set_qconfig(const QConfig& qconfig) override;
-  const std::optional<QConfig>& qconfig() const override { return qconfig_; }
-  /// Changes what forward computes; kObserve and kFakeQuant need a QConfig.
-  void set_mode(QuantMode mode) override;
-  QuantMode mode() const override { return mode_; }
+  // set_qconfig (quantizers built on the weight's device), qconfig(), set_mode (kObserve and
+  // kFakeQuant need a QConfig) and mode() come from QuantizableBase.
   std::string quant_type_name() const override { return "QuantConv2d"; }
 
   /// Applies ReLU to the output in every mode (the conv then stands for Conv2d + ReLU, as
@@ -144,13 +139,17 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl>, public Qua
   at::Tensor input_scale;
 
  private:
-  void install_quantizers();
-  void apply_mode();
+  // ---- QuantizableBase hooks ----
+  std::string error_name() const override;
+  std::vector<FakeQuantize*> quantizers() override { return {&input_quantizer, &weight_quantizer}; }
+  void install_quantizers() override;
+  /// A per-channel weight spec must be along axis 0 (output channels).
+  void check_module_qconfig(const QConfig& qconfig) const override;
+
   void check_input(const at::Tensor& input) const;
   at::Tensor conv_forward(const at::Tensor& input, const at::Tensor& weight) const;
   /// The input padded by reversed_padding_repeated_twice_ in the padding mode (zeros: 0).
   at::Tensor pad_explicitly(const at::Tensor& input) const;
-  std::string name() const;
 
   void install_converted(const std::string& scheme, at::Tensor codes, at::Tensor scale,
                          at::Tensor static_input_scale);
@@ -165,8 +164,6 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl>, public Qua
 
   /// Pads for F::pad with non-zero padding modes: [w_left, w_right, h_left, h_right].
   std::vector<int64_t> reversed_padding_repeated_twice_;
-  std::optional<QConfig> qconfig_;
-  QuantMode mode_ = QuantMode::kFloat;
   bool fused_relu_ = false;
   std::string converted_scheme_;
   /// oneDNN's prepacked weight, built from weight_int8, weight_scale and input_scale.

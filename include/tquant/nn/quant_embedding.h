@@ -50,7 +50,7 @@ class QuantEmbedding;
 ///
 /// Indices on the CPU are checked to lie in [0, num_embeddings) with an error naming the
 /// module; on other devices the check would synchronize, so the kernel's own check reports.
-class QuantEmbeddingImpl : public torch::nn::Cloneable<QuantEmbeddingImpl>, public Quantizable {
+class QuantEmbeddingImpl : public torch::nn::Cloneable<QuantEmbeddingImpl>, public QuantizableBase {
  public:
   QuantEmbeddingImpl(int64_t num_embeddings, int64_t embedding_dim)
       : QuantEmbeddingImpl(torch::nn::EmbeddingOptions(num_embeddings, embedding_dim)) {}
@@ -71,11 +71,8 @@ class QuantEmbeddingImpl : public torch::nn::Cloneable<QuantEmbeddingImpl>, publ
   /// embedding_dim].
   at::Tensor forward(const at::Tensor& indices);
 
-  void set_qconfig(const QConfig& qconfig) override;
-  const std::optional<QConfig>& qconfig() const override { return qconfig_; }
-  /// Changes what forward computes; kObserve and kFakeQuant need a QConfig.
-  void set_mode(QuantMode mode) override;
-  QuantMode mode() const override { return mode_; }
+  // set_qconfig, qconfig(), set_mode (kObserve and kFakeQuant need a QConfig) and mode()
+  // come from QuantizableBase.
   std::string quant_type_name() const override { return "QuantEmbedding"; }
 
   ConvertResult convert() override;
@@ -94,13 +91,17 @@ class QuantEmbeddingImpl : public torch::nn::Cloneable<QuantEmbeddingImpl>, publ
 
  private:
   void install_converted(const std::string& scheme, at::Tensor codes, at::Tensor scale);
-  void install_quantizers();
-  void apply_mode();
-  void check_input(const at::Tensor& indices) const;
-  std::string name() const;
+  // ---- QuantizableBase hooks ----
+  std::string error_name() const override;
+  std::vector<FakeQuantize*> quantizers() override { return {&weight_quantizer}; }
+  void install_quantizers() override;
+  /// A per-channel weight spec must be along axis 0 (embedding rows).
+  void check_module_qconfig(const QConfig& qconfig) const override;
+  /// kFakeQuant is refused with sparse = true.
+  void check_module_mode(QuantMode mode) const override;
 
-  std::optional<QConfig> qconfig_;
-  QuantMode mode_ = QuantMode::kFloat;
+  void check_input(const at::Tensor& indices) const;
+
   std::string converted_scheme_;
 };
 TORCH_MODULE(QuantEmbedding);

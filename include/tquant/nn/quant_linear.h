@@ -84,7 +84,7 @@ class QuantLinear;
 ///   for (const auto& batch : calibration_batches) fc(batch);
 ///   fc->set_mode(tquant::QuantMode::kFakeQuant);   // frozen qparams, QDQ from now on
 ///   at::Tensor y = fc(x);
-class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Quantizable {
+class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public QuantizableBase {
  public:
   QuantLinearImpl(int64_t in_features, int64_t out_features)
       : QuantLinearImpl(torch::nn::LinearOptions(in_features, out_features)) {}
@@ -119,15 +119,8 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   void set_fused_gelu(bool fused) { fused_gelu_ = fused; }
   bool fused_gelu() const { return fused_gelu_; }
 
-  /// Builds fresh quantizers from `qconfig` (on the weight's device), replacing any earlier
-  /// ones, and applies the current mode to them.
-  void set_qconfig(const QConfig& qconfig) override;
-  /// The QConfig given to set_qconfig, if any.
-  const std::optional<QConfig>& qconfig() const override { return qconfig_; }
-
-  /// Changes what forward computes; kObserve and kFakeQuant need a QConfig.
-  void set_mode(QuantMode mode) override;
-  QuantMode mode() const override { return mode_; }
+  // set_qconfig (quantizers built on the weight's device), qconfig(), set_mode (kObserve and
+  // kFakeQuant need a QConfig) and mode() come from QuantizableBase.
   std::string quant_type_name() const override { return "QuantLinear"; }
 
   /// Lowers to integer execution (see kConverted above): int8 static when the input quantizer
@@ -197,14 +190,15 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   /// convert, rebuilt (once, under a lock) when the codes or scales change (load_state,
   /// to(device)).
   std::shared_ptr<const detail::LinearGemmWeights> gemm_weights();
-  void install_quantizers();
-  void apply_mode();
+  // ---- QuantizableBase hooks ----
+  std::string error_name() const override;
+  std::vector<FakeQuantize*> quantizers() override { return {&input_quantizer, &weight_quantizer}; }
+  void install_quantizers() override;
+
   void check_input(const at::Tensor& input) const;
 
   at::Tensor forward_linear(const at::Tensor& input);
 
-  std::optional<QConfig> qconfig_;
-  QuantMode mode_ = QuantMode::kFloat;
   bool fused_gelu_ = false;
   std::string converted_scheme_;
   detail::LinearScheme converted_kind_ = detail::LinearScheme::kNone;

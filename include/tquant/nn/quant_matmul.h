@@ -45,7 +45,7 @@ namespace tquant {
 ///   tquant::QuantMatMul scores_matmul, context_matmul;
 ///   auto scores = scores_matmul(q, k.transpose(-2, -1)) / std::sqrt(head_dim);
 ///   auto context = context_matmul(scores.softmax(-1), v);
-class QuantMatMulImpl : public torch::nn::Cloneable<QuantMatMulImpl>, public Quantizable {
+class QuantMatMulImpl : public torch::nn::Cloneable<QuantMatMulImpl>, public QuantizableBase {
  public:
   QuantMatMulImpl();
 
@@ -57,11 +57,8 @@ class QuantMatMulImpl : public torch::nn::Cloneable<QuantMatMulImpl>, public Qua
   /// a.size(-1) == b.size(-2) (b.size(0) for a 1-D b); batch dimensions broadcast.
   at::Tensor forward(const at::Tensor& a, const at::Tensor& b);
 
-  void set_qconfig(const QConfig& qconfig) override;
-  const std::optional<QConfig>& qconfig() const override { return qconfig_; }
-  /// Changes what forward computes; kObserve and kFakeQuant need a QConfig.
-  void set_mode(QuantMode mode) override;
-  QuantMode mode() const override { return mode_; }
+  // set_qconfig, qconfig(), set_mode (kObserve and kFakeQuant need a QConfig) and mode()
+  // come from QuantizableBase.
   std::string quant_type_name() const override { return "QuantMatMul"; }
 
   /// Converts when both quantizers are static per-tensor int8 narrow symmetric and calibrated
@@ -83,12 +80,12 @@ class QuantMatMulImpl : public torch::nn::Cloneable<QuantMatMulImpl>, public Qua
  private:
   void install_converted(at::Tensor a_scale, at::Tensor b_scale);
   at::Tensor converted_forward(const at::Tensor& a, const at::Tensor& b) const;
-  void install_quantizers();
-  void apply_mode();
+  // ---- QuantizableBase hooks ----
+  std::vector<FakeQuantize*> quantizers() override { return {&input_quantizer, &other_quantizer}; }
+  void install_quantizers() override;
+
   void check_inputs(const at::Tensor& a, const at::Tensor& b) const;
 
-  std::optional<QConfig> qconfig_;
-  QuantMode mode_ = QuantMode::kFloat;
   /// Host copies of input_scale / other_scale: forward never waits for the GPU to read them.
   detail::HostScalar input_scale_host_, other_scale_host_;
 };

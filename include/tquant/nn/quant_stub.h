@@ -32,7 +32,7 @@ namespace tquant {
 ///   quant->set_qconfig(tquant::int8_static_qconfig());
 ///   quant->set_mode(tquant::QuantMode::kObserve);
 ///   at::Tensor y = quant(x);   // x, recorded
-class QuantStubImpl : public torch::nn::Cloneable<QuantStubImpl>, public Quantizable {
+class QuantStubImpl : public torch::nn::Cloneable<QuantStubImpl>, public QuantizableBase {
  public:
   QuantStubImpl();
 
@@ -42,22 +42,17 @@ class QuantStubImpl : public torch::nn::Cloneable<QuantStubImpl>, public Quantiz
 
   at::Tensor forward(const at::Tensor& input);
 
-  void set_qconfig(const QConfig& qconfig) override;
-  const std::optional<QConfig>& qconfig() const override { return qconfig_; }
-  /// Changes what forward computes; kObserve and kFakeQuant need a QConfig.
-  void set_mode(QuantMode mode) override;
-  QuantMode mode() const override { return mode_; }
+  // set_qconfig, qconfig(), set_mode (kObserve and kFakeQuant need a QConfig) and mode()
+  // come from QuantizableBase.
   std::string quant_type_name() const override { return "QuantStub"; }
 
   /// Quantizer of the input; empty without a QConfig or an activation factory.
   FakeQuantize input_quantizer{nullptr};
 
  private:
-  void install_quantizers();
-  void apply_mode();
-
-  std::optional<QConfig> qconfig_;
-  QuantMode mode_ = QuantMode::kFloat;
+  // ---- QuantizableBase hooks ----
+  std::vector<FakeQuantize*> quantizers() override { return {&input_quantizer}; }
+  void install_quantizers() override;
 };
 TORCH_MODULE(QuantStub);
 
@@ -68,7 +63,7 @@ TORCH_MODULE(QuantStub);
 ///
 /// It implements Quantizable so the passes set its QConfig and mode like any other tquant
 /// module and report it.
-class DeQuantStubImpl : public torch::nn::Cloneable<DeQuantStubImpl>, public Quantizable {
+class DeQuantStubImpl : public torch::nn::Cloneable<DeQuantStubImpl>, public QuantizableBase {
  public:
   DeQuantStubImpl() = default;
 
@@ -78,17 +73,16 @@ class DeQuantStubImpl : public torch::nn::Cloneable<DeQuantStubImpl>, public Qua
   /// Returns input unchanged.
   at::Tensor forward(const at::Tensor& input);
 
-  /// Checks and stores the QConfig; nothing is registered.
-  void set_qconfig(const QConfig& qconfig) override;
-  const std::optional<QConfig>& qconfig() const override { return qconfig_; }
-  /// kObserve and kFakeQuant need a QConfig, as for the other tquant modules.
+  // set_qconfig (QuantizableBase's) checks and stores the QConfig; nothing is registered.
+  /// kObserve and kFakeQuant need a QConfig, as for the other tquant modules. Unlike
+  /// QuantizableBase::set_mode, every change is allowed (there is nothing to convert).
   void set_mode(QuantMode mode) override;
-  QuantMode mode() const override { return mode_; }
   std::string quant_type_name() const override { return "DeQuantStub"; }
 
  private:
-  std::optional<QConfig> qconfig_;
-  QuantMode mode_ = QuantMode::kFloat;
+  // ---- QuantizableBase hooks: no quantizers ----
+  std::vector<FakeQuantize*> quantizers() override { return {}; }
+  void install_quantizers() override {}
 };
 TORCH_MODULE(DeQuantStub);
 

@@ -2,9 +2,12 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
+#include <c10/core/Device.h>
 #include <torch/nn/module.h>
 
+#include "tquant/fake_quantize.h"
 #include "tquant/nn/quant_mode.h"
 #include "tquant/qconfig.h"
 
@@ -73,6 +76,53 @@ class Quantizable {
     TORCH_CHECK_NOT_IMPLEMENTED(!factor.defined(), quant_type_name(),
                                 ": SmoothQuant factors are supported by QuantLinear only");
   }
+};
+
+/// The QConfig, the mode and the mode rules every tquant module shares (QuantLinear,
+/// QuantConv2d, QuantMatMul, QuantAttention, QuantEmbedding, the stubs), so each one checks,
+/// installs and switches by exactly the same steps. set_qconfig and set_mode are fixed sequences
+/// around a few hooks the module implements (its quantizers, how it builds them, its own extra
+/// checks). Not a torch::nn::Module itself: a module derives from torch::nn::Cloneable<XImpl>
+/// and from this; the state here is plain values, copied by clone() with the module.
+class QuantizableBase : public Quantizable {
+ public:
+  /// check_qconfig, then the module's own check_module_qconfig (both before anything changes,
+  /// so a rejected QConfig leaves the module as it was); then stores the config, builds fresh
+  /// quantizers (install_quantizers, replacing earlier ones) and applies the current mode.
+  void set_qconfig(const QConfig& qconfig) override;
+  /// The QConfig given to set_qconfig, if any.
+  const std::optional<QConfig>& qconfig() const override { return qconfig_; }
+  /// Changes what forward computes. Refused: leaving kConverted, entering it other than through
+  /// convert(), kObserve / kFakeQuant without a QConfig, and what check_module_mode refuses.
+  /// Switching to kFakeQuant freezes every quantizer whose observer has seen data (see
+  /// detail::configure_quantizer).
+  void set_mode(QuantMode mode) override;
+  QuantMode mode() const override { return mode_; }
+
+ protected:
+  /// Names the module in errors, e.g. "QuantLinear(in_features=16, out_features=8)". The
+  /// default is quant_type_name().
+  virtual std::string error_name() const { return quant_type_name(); }
+  /// The module's quantizer holders (some may be empty).
+  virtual std::vector<FakeQuantize*> quantizers() = 0;
+  /// Builds the quantizers from qconfig_ (set) and registers them as children.
+  virtual void install_quantizers() = 0;
+  /// The module's own checks of a QConfig, after check_qconfig. The default accepts it.
+  virtual void check_module_qconfig(const QConfig& /*qconfig*/) const {}
+  /// The module's own checks of a mode change, after the shared ones. The default accepts it.
+  virtual void check_module_mode(QuantMode /*mode*/) const {}
+
+  /// Sets every quantizer's observer and fake-quant switches for mode_.
+  void apply_mode();
+  /// For reset(), which clone() calls on the copy: with a QConfig stored, builds its quantizers
+  /// again and applies the mode; without one, does nothing.
+  void restore_quantizers();
+  /// The device of the first non-empty quantizer, or nullopt: modules without parameters build
+  /// new quantizers where the old ones were.
+  std::optional<c10::Device> current_quantizer_device();
+
+  std::optional<QConfig> qconfig_;
+  QuantMode mode_ = QuantMode::kFloat;
 };
 
 /// The Quantizable interface of a module, or nullptr when it is not a tquant module.
