@@ -13,11 +13,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <iostream>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -69,6 +71,8 @@ struct Scenario {
   std::string model_file;  ///< the converted model, in out_dir
   tquant::QConfigMapping mapping;
   bool smooth_quant = false;  ///< the W4A8 ladder's SmoothQuant step
+  /// The W4A8 ladder's QAT with learned scales (LSQ): the mapping with learnable quantizers.
+  std::optional<tquant::QConfigMapping> lsq_mapping;
   std::string file(const bert::DemoOptions& options, const std::string& name) const {
     return options.out_dir + "/" + file_prefix + name;
   }
@@ -77,10 +81,12 @@ struct Scenario {
 Scenario make_scenario(const std::string& key, const bert::DemoOptions& options) {
   if (key == "w4a8") {
     return {"W4A8", "w4a8_", "minilm_fine_foods_w4a8.safetensors",
-            bert::demo_w4a8_mapping("bert.", options.float_attention), true};
+            bert::demo_w4a8_mapping("bert.", options.float_attention), true,
+            bert::demo_w4a8_mapping("bert.", options.float_attention, 0,
+                                    /*learned_scales=*/true)};
   }
   return {"INT8", "", "minilm_fine_foods_int8.safetensors",
-          bert::demo_int8_mapping("bert.", options.float_attention), false};
+          bert::demo_int8_mapping("bert.", options.float_attention), false, std::nullopt};
 }
 
 // ---- the data --------------------------------------------------------------------------------
@@ -329,6 +335,34 @@ Ptq ptq(bert::BertClassifierImpl& model, const Scenario& scenario,
 
 // ---- 2b. SmoothQuant (W4A8 scenario) -----------------------------------------------------
 
+// A fresh FP32 model prepared with `mapping`, smoothed with `alpha` (NaN: not smoothed; the
+// statistics from the calibration batches run in float), calibrated, and switched to `choice`.
+bert::BertClassifier calibrated_copy(const tquant::QConfigMapping& mapping, double alpha,
+                                     const bert::DemoOptions& options, const DemoData& data,
+                                     const Fp32Baseline& fp32, const bert::RangeChoice& choice,
+                                     tquant::SmoothQuantReport* report) {
+  bert::BertClassifier model =
+      load_fp32_classifier(fp32.config, fp32.checkpoint, static_cast<uint64_t>(options.seed));
+  tquant::prepare(*model, mapping);
+  if (!std::isnan(alpha)) {
+    const auto batches = calibration_batches(options, data);
+    torch::NoGradGuard no_grad;
+    tquant::SmoothQuantReport smoothed = tquant::smooth_quant(
+        *model,
+        [&] {
+          for (const auto& indices : batches) {
+            const bert::DemoBatch batch = bert::make_batch(data.train, indices);
+            model->forward(batch.input_ids, batch.token_type_ids, batch.attention_mask);
+          }
+        },
+        tquant::SmoothQuantOptions().alpha(alpha));
+    if (report) *report = std::move(smoothed);
+  }
+  calibrate_on_training(*model, options, data);
+  bert::use_calibrator(*model, choice);
+  return model;
+}
+
 struct SmoothQuantStep {
   bool used = false;  ///< a smoothed model won on validation and replaced the PTQ model
   double alpha = kNaN;
@@ -346,30 +380,14 @@ SmoothQuantStep smooth_quant_step(bert::BertClassifier& model, const Scenario& s
                                   bert::DemoResults& results) {
   const auto start = Clock::now();
   SmoothQuantStep out;
-  const auto batches = calibration_batches(options, data);
   double best_error = ptq.embedding_error[ptq.best];
   bert::BertClassifier best_model = nullptr;
   double best_validation = kNaN;
   std::string errors;
   for (const double alpha : options.smooth_alphas) {
-    bert::BertClassifier candidate =
-        load_fp32_classifier(fp32.config, fp32.checkpoint, static_cast<uint64_t>(options.seed));
-    tquant::prepare(*candidate, scenario.mapping);
     tquant::SmoothQuantReport report;
-    {
-      torch::NoGradGuard no_grad;
-      report = tquant::smooth_quant(
-          *candidate,
-          [&] {
-            for (const auto& indices : batches) {
-              const bert::DemoBatch batch = bert::make_batch(data.train, indices);
-              candidate->forward(batch.input_ids, batch.token_type_ids, batch.attention_mask);
-            }
-          },
-          tquant::SmoothQuantOptions().alpha(alpha));
-    }
-    calibrate_on_training(*candidate, options, data);
-    bert::use_calibrator(*candidate, ptq.best_choice());
+    bert::BertClassifier candidate = calibrated_copy(scenario.mapping, alpha, options, data, fp32,
+                                                     ptq.best_choice(), &report);
     const bert::EvalResult r =
         bert::evaluate(*candidate, data.validation, options.batch_size,
                        "SmoothQuant alpha " + fixed(alpha, 2) + " validation",
@@ -540,15 +558,19 @@ struct Qat {
 // distillation term is the quantization error itself (the teacher runs in eval mode). The
 // checkpoint best on validation is kept (0 steps included). Leaves the model with it. `start`:
 // when the step began (loading the teacher counts to it).
-Qat qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
-        const bert::DemoOptions& options, const DemoData& data, const LadderBase& base,
-        const SensitivityAndFallback& fallback, bert::DemoResults& results,
-        Clock::time_point start) {
-  for (const auto& group : fallback.float_groups) tquant::set_quantizers_enabled(model, group, true);
-  tquant::freeze_observers(model);  // ranges stay the calibrated ones during QAT and its evaluations
+// The training both QAT variants share: `steps` of AdamW at options.qat_lr (learned
+// quantizer scales, if any, in their own group at `scale_lr`) with the FP32 teacher's
+// embeddings distilled, validation every qat_steps / qat_checkpoints steps; the checkpoint best
+// on validation is kept (0 steps, `start_validation`, included) and left in the model.
+// `start_test`: test accuracy of the model at 0 steps (NaN: measured when chosen). One row.
+Qat train_qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
+              const bert::DemoOptions& options, const DemoData& data, const std::string& stage,
+              const std::string& start_label, double start_validation, double start_test,
+              std::vector<at::Tensor> start_parameters, double scale_lr,
+              bert::DemoResults& results) {
   Qat out;
-  out.best_validation = base.validation;
-  std::vector<at::Tensor> best_parameters = fallback.ptq_parameters;
+  out.best_validation = start_validation;
+  std::vector<at::Tensor> best_parameters = std::move(start_parameters);
   std::vector<std::pair<int64_t, double>> curve = {{0, out.best_validation}};
   if (options.qat_steps > 0) {
     bert::TrainSettings settings;
@@ -556,21 +578,23 @@ Qat qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
     settings.batch_size = options.batch_size;
     settings.encoder_lr = options.qat_lr;
     settings.head_lr = options.qat_lr;
+    settings.scale_lr = scale_lr;
     settings.warmup_fraction = 0.0;
     settings.seed = options.seed + 2;
-    settings.label = "QAT";
+    settings.label = stage;
     settings.teacher = &teacher;
     settings.distill_weight = options.qat_distill_weight;
     settings.dropout = false;
     const int64_t every = std::max<int64_t>(1, options.qat_steps / options.qat_checkpoints);
-    say("4. QAT: " + std::to_string(options.qat_steps) + " steps at lr " +
-        fixed(options.qat_lr * 1e6, 1) + "e-6, validation every " + std::to_string(every) +
-        " steps");
+    say("4. " + stage + ": " + std::to_string(options.qat_steps) + " steps at lr " +
+        fixed(options.qat_lr * 1e6, 1) + "e-6" +
+        (scale_lr > 0 ? " (scales " + fixed(scale_lr * 1e6, 1) + "e-6)" : std::string()) +
+        ", validation every " + std::to_string(every) + " steps");
     bert::train_classifier(model, data.train, settings, every, [&](int64_t step) {
-      const double acc =
-          bert::evaluate(model, data.validation, options.batch_size, "QAT validation").accuracy;
+      const double acc = bert::evaluate(model, data.validation, options.batch_size,
+                                        stage + " validation").accuracy;
       curve.emplace_back(step, acc);
-      say("QAT step " + std::to_string(step) + ": validation " + fixed(acc * 100, 2) + "%");
+      say(stage + " step " + std::to_string(step) + ": validation " + fixed(acc * 100, 2) + "%");
       if (acc > out.best_validation) {
         out.best_validation = acc;
         out.best_steps = step;
@@ -579,20 +603,62 @@ Qat qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
     });
   }
   bert::restore_parameters(model, best_parameters);
-  // 0 steps chosen: the model is the fully quantized PTQ model, whose test accuracy is known.
-  out.test = out.best_steps == 0
-                 ? base.test
-                 : bert::evaluate(model, data.test, options.batch_size, "QAT test").accuracy;
+  out.test = out.best_steps == 0 && !std::isnan(start_test)
+                 ? start_test
+                 : bert::evaluate(model, data.test, options.batch_size, stage + " test").accuracy;
   std::string curve_text;
   for (const auto& [s, a] : curve) {
     curve_text += (curve_text.empty() ? "" : ", ") + std::to_string(s) + ": " + fixed(a * 100, 2);
   }
-  results.rows.push_back({"QAT", std::to_string(out.best_steps) + " of " +
+  results.rows.push_back({stage, std::to_string(out.best_steps) + " of " +
                                      std::to_string(options.qat_steps) + " steps (" +
-                                     base.label + ")",
+                                     start_label + ")",
                           out.best_validation, out.test, "length chosen on validation"});
-  results.notes.push_back("QAT validation accuracy by step: " + curve_text);
+  results.notes.push_back(stage + " validation accuracy by step: " + curve_text);
+  return out;
+}
+
+// From the fully quantized best-PTQ model (the fallback groups switched back on), a short
+// fine-tune with frozen activation ranges and weight scales (NVIDIA's recipe: calibrate, then
+// fine-tune with fixed ranges); the straight-through gradients train the float weights. The
+// loss distills the FP32 teacher's sentence embeddings besides the labels: QAT should bring the
+// quantized model back toward FP32, not fine-tune it somewhere else. Dropout is off, so the
+// distillation term is the quantization error itself (the teacher runs in eval mode). The
+// checkpoint best on validation is kept (0 steps included). Leaves the model with it. `start`:
+// when the step began (loading the teacher counts to it).
+Qat qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
+        const bert::DemoOptions& options, const DemoData& data, const LadderBase& base,
+        const SensitivityAndFallback& fallback, bert::DemoResults& results,
+        Clock::time_point start) {
+  for (const auto& group : fallback.float_groups) tquant::set_quantizers_enabled(model, group, true);
+  tquant::freeze_observers(model);  // ranges stay the calibrated ones during QAT and its evaluations
+  Qat out = train_qat(model, teacher, options, data, "QAT", base.label, base.validation,
+                      base.test, fallback.ptq_parameters, /*scale_lr=*/0.0, results);
   results.durations.emplace_back("QAT", seconds_since(start));
+  return out;
+}
+
+// QAT with learned scales (W4A8 scenario): a fresh FP32 model prepared with the LSQ mapping
+// (int4 weight scales per channel and the encoder Linears' input scales are parameters),
+// smoothed as step 2b chose, calibrated (the scales start at the calibrated ranges), then the
+// same training as qat() with the scales in their own AdamW group (no weight decay, lr
+// options.qat_scale_lr). Returns the trained model in `lsq_model`.
+Qat qat_lsq(const tquant::QConfigMapping& lsq_mapping, double smooth_alpha,
+            bert::BertClassifierImpl& teacher, const bert::DemoOptions& options,
+            const DemoData& data, const Fp32Baseline& fp32, const LadderBase& base,
+            const bert::RangeChoice& choice, bert::BertClassifier& lsq_model,
+            bert::DemoResults& results) {
+  const auto start = Clock::now();
+  lsq_model = calibrated_copy(lsq_mapping, smooth_alpha, options, data, fp32, choice, nullptr);
+  tquant::freeze_observers(*lsq_model);
+  const double start_validation =
+      bert::evaluate(*lsq_model, data.validation, options.batch_size, "QAT LSQ validation")
+          .accuracy;
+  say("QAT LSQ: calibrated start, validation " + fixed(start_validation * 100, 2) + "%");
+  Qat out = train_qat(*lsq_model, teacher, options, data, "QAT LSQ", base.label + ", LSQ",
+                      start_validation, kNaN, bert::snapshot_parameters(*lsq_model),
+                      options.qat_scale_lr, results);
+  results.durations.emplace_back("QAT LSQ", seconds_since(start));
   return out;
 }
 
@@ -799,7 +865,9 @@ struct ScenarioRun {
   Scenario scenario;
   Ptq ptq_result;
   LadderBase base;
+  SmoothQuantStep smooth;
   SensitivityAndFallback fallback;
+  bool lsq_converted = false;  ///< step 5 converted the LSQ model
   Qat qat_result;
   Converted converted;
 };
@@ -984,7 +1052,8 @@ ScenarioRun run_scenario(const std::string& key, const bert::DemoOptions& option
   run.base = {ptq_result.best_choice().label, ptq_result.validation[ptq_result.best],
               ptq_result.test[ptq_result.best]};
   if (run.scenario.smooth_quant) {
-    smooth_quant_step(model, run.scenario, options, data, fp32, ptq_result, run.base, results);
+    run.smooth =
+        smooth_quant_step(model, run.scenario, options, data, fp32, ptq_result, run.base, results);
   }
   run.fallback = sensitivity_and_fallback(*model, sensitivity_groups(fp32.config, options.quick),
                                           options, data, fp32, run.scenario, run.base, results);
@@ -993,6 +1062,21 @@ ScenarioRun run_scenario(const std::string& key, const bert::DemoOptions& option
   bert::BertClassifier fp32_model = load_fp32_classifier(fp32.config, fp32.checkpoint, seed);
   run.qat_result =
       qat(*model, *fp32_model, options, data, run.base, run.fallback, results, qat_start);
+  if (run.scenario.lsq_mapping) {
+    bert::BertClassifier lsq_model = nullptr;
+    const double alpha = run.smooth.used ? run.smooth.alpha : kNaN;
+    const Qat lsq = qat_lsq(*run.scenario.lsq_mapping, alpha, *fp32_model, options, data, fp32,
+                            run.base, ptq_result.best_choice(), lsq_model, results);
+    // The LSQ model goes on to step 5 if it beats fixed-scale QAT (and so the fallback model,
+    // which convert_better_model would otherwise restore into it) on validation.
+    if (lsq.best_validation > run.qat_result.best_validation &&
+        lsq.best_validation >= run.fallback.fallback.final_metric) {
+      say("QAT LSQ beats fixed-scale QAT on validation: its model goes on to step 5");
+      model = lsq_model;
+      run.qat_result = lsq;
+      run.lsq_converted = true;
+    }
+  }
   run.converted = convert_and_measure(*model, *fp32_model, run.scenario, options, data, fp32,
                                       run.fallback, run.qat_result, results);
   if (key == "w4a8") {

@@ -1,5 +1,7 @@
 #include "demo_mapping.h"
 
+#include <c10/util/Exception.h>
+
 #include "tquant/qconfig.h"
 
 namespace bert {
@@ -22,14 +24,18 @@ tquant::QConfigMapping demo_int8_mapping(const std::string& prefix, bool float_a
 }
 
 tquant::QConfigMapping demo_w4a8_mapping(const std::string& prefix, bool float_attention,
-                                         int64_t block_size) {
+                                         int64_t block_size, bool learned_scales) {
+  TORCH_CHECK_VALUE(!learned_scales || block_size == 0,
+                    "demo_w4a8_mapping: learned scales need per-channel int4 (block_size 0), got "
+                    "block_size ", block_size);
   tquant::QConfigMapping mapping = demo_int8_mapping(prefix, float_attention);
   // Added after the INT8 key rule with the same pattern, so it wins the tie (qconfig_mapping.h):
   // the keys are static too, as no converted scheme pairs int4 weights with per-token inputs.
   for (const char* linear : {"attention.self.query", "attention.self.key", "attention.self.value",
                              "attention.output.dense", "intermediate.dense", "output.dense"}) {
     mapping.set_module_name_pattern(prefix + "encoder.layer.*." + linear,
-                                    tquant::w4a8_qconfig(block_size));
+                                    learned_scales ? tquant::w4a8_lsq_qat_qconfig()
+                                                   : tquant::w4a8_qconfig(block_size));
   }
   return mapping;
 }

@@ -20,7 +20,9 @@ tquant::QConfigMapping demo_int8_mapping(const std::string& prefix, bool float_a
 /// value, attention output, FFN in, FFN out) -> tquant::w4a8_qconfig(block_size) (int4
 /// weights, one scale per output channel when block_size is 0, static int8 input, the keys
 /// included); the attention products and the word embeddings stay as in the INT8 mapping.
+/// learned_scales: the encoder QuantLinears get tquant::w4a8_lsq_qat_qconfig() instead (LSQ:
+/// learnable per-channel int4 weight scales and input scale; block_size must be 0).
 tquant::QConfigMapping demo_w4a8_mapping(const std::string& prefix, bool float_attention = false,
-                                         int64_t block_size = 0);
+                                         int64_t block_size = 0, bool learned_scales = false);
 
 }  // namespace bert

@@ -49,6 +49,9 @@ struct DemoOptions {
   int64_t qat_steps = 28;
   int64_t qat_checkpoints = 4;
   double qat_lr = 5e-6;
+  /// W4A8 scenario, QAT with learned scales (LSQ): AdamW learning rate of the scales (their own
+  /// group, no weight decay).
+  double qat_scale_lr = 1e-5;
   /// Weight of the distillation term (mean 1 - cosine to the FP32 sentence embeddings) in the
   /// QAT loss, next to the cross-entropy.
   double qat_distill_weight = 100.0;

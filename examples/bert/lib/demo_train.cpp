@@ -77,9 +77,11 @@ double train_classifier(BertClassifierImpl& model, const EncodedSet& train,
                         const std::function<void(int64_t)>& callback) {
   TORCH_CHECK_VALUE(settings.steps > 0, "train_classifier: expected steps > 0, got ",
                     settings.steps);
-  std::vector<at::Tensor> encoder_params, head_params;
-  for (auto& p : model.bert->parameters()) {
-    if (p.requires_grad()) encoder_params.push_back(p);
+  std::vector<at::Tensor> encoder_params, head_params, scale_params;
+  for (const auto& p : model.bert->named_parameters()) {
+    if (!p.value().requires_grad()) continue;
+    const bool is_scale = settings.scale_lr > 0 && p.key().find("_quantizer.") != std::string::npos;
+    (is_scale ? scale_params : encoder_params).push_back(p.value());
   }
   for (auto& p : model.classifier->parameters()) {
     if (p.requires_grad()) head_params.push_back(p);
@@ -92,8 +94,13 @@ double train_classifier(BertClassifierImpl& model, const EncodedSet& train,
   groups.emplace_back(head_params, std::make_unique<AdamWOptions>(
                                        AdamWOptions(settings.head_lr)
                                            .weight_decay(settings.weight_decay)));
+  std::vector<double> base_lr = {settings.encoder_lr, settings.head_lr};
+  if (!scale_params.empty()) {
+    groups.emplace_back(scale_params, std::make_unique<AdamWOptions>(
+                                          AdamWOptions(settings.scale_lr).weight_decay(0.0)));
+    base_lr.push_back(settings.scale_lr);
+  }
   torch::optim::AdamW optimizer(std::move(groups), AdamWOptions(settings.encoder_lr));
-  const std::vector<double> base_lr = {settings.encoder_lr, settings.head_lr};
   const int64_t warmup =
       static_cast<int64_t>(settings.warmup_fraction * static_cast<double>(settings.steps));
 

@@ -39,6 +39,9 @@ struct TrainSettings {
   int64_t batch_size = 32;
   double encoder_lr = 5e-5;  ///< the "bert" child
   double head_lr = 1e-3;     ///< the "classifier" head
+  /// Learned quantizer scales (parameters named "*_quantizer.*", LSQ): their own group without
+  /// weight decay at this rate (docs/qat.md). 0: none expected (they would join the encoder's).
+  double scale_lr = 0.0;
   double warmup_fraction = 0.1;
   double weight_decay = 0.01;
   uint64_t seed = 0;
