@@ -22,8 +22,9 @@ struct DemoOptions {
   /// encoder weights, int8 activations: the ladder of issue 12), or "both" (the default).
   std::string scenario = "both";
   /// W4A8 scenario: SmoothQuant migration strengths tried (one fresh model each), chosen on
-  /// the validation embedding error against plain PTQ's.
-  std::vector<double> smooth_alphas = {0.3, 0.5, 0.7};
+  /// the validation embedding error against plain PTQ's. (0.3 was dropped to keep the full run
+  /// under 30 minutes: it was by far the worst in the quick runs, docs/bert.md.)
+  std::vector<double> smooth_alphas = {0.5, 0.7};
   int threads = 2;
   uint64_t seed = 0;
 
