@@ -20,16 +20,10 @@ std::string backend_of(const std::string& type, const std::string& scheme) {
                                     : "int codes dequantized per call + float GEMM";
   }
   if (type == "QuantMatMul" || type == "QuantAttention") {
-    if (!int8_cpu_kernels_available()) {
-      return std::string(type == "QuantMatMul" ? "batched int8 product" : "fused int8 attention") +
-             " as its exact reference (no AVX-512 VNNI on this CPU: slower than float)";
-    }
-    return type == "QuantMatMul"
-               ? "batched int8 product (AVX-512 VNNI kernel, one head per task; products under " +
-                     std::to_string(kMinVnniBmmMacs) +
-                     " multiply-adds per call, where it loses to float, run as a float GEMM of "
-                     "the int8 codes: same values)"
-               : "fused int8 attention (AVX-512 VNNI kernel, one head per task)";
+    const std::string what = type == "QuantMatMul" ? "batched int8 product" : "fused int8 attention";
+    return int8_cpu_kernels_available()
+               ? what + " (AVX-512 VNNI kernel, one head per task)"
+               : what + " as its exact reference (no AVX-512 VNNI on this CPU: slower than float)";
   }
   if (type == "QuantConv2d") {
     return scheme == "int8_static+relu" ? "oneDNN int8 convolution, ReLU fused (qconv2d_pointwise)"

@@ -244,9 +244,7 @@ at::Tensor int8_attention_ref(const at::Tensor& q, const at::Tensor& k, const at
                               const at::Tensor& attn_mask, const AttentionScales& scales,
                               double softmax_scale) {
   const AttentionShape s = check_attention_inputs(q, k, v, /*cpu_only=*/false);
-  const auto codes = [](const at::Tensor& x, double scale) {
-    return detail::int8_codes_or_nan_ref(x, scale);
-  };
+  const auto codes = detail::int8_codes_or_nan_ref;
   const double sm = softmax_scale > 0 ? softmax_scale : 1.0 / std::sqrt(static_cast<double>(s.d));
   const float alpha = static_cast<float>(scales.query * scales.key * sm);
   at::Tensor scores = at::matmul(codes(q, scales.query), codes(k, scales.key).transpose(-2, -1))

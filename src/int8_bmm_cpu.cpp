@@ -70,43 +70,13 @@ std::vector<int64_t> batch_offsets(const at::Tensor& x) {
   return offsets;
 }
 
-// A float32 GEMM of the codes (MKL's batched sgemm): the same values as the VNNI kernel, since
-// every partial sum of codes is an integer below 2^24 while K <= kMaxExactFloatK, then the one
-// float32 scaling.
-constexpr int64_t kMaxExactFloatK = (int64_t{1} << 24) / (127 * 127);
-
-at::Tensor bmm_of_float_codes(const at::Tensor& a, const at::Tensor& b, double a_scale,
-                              double b_scale) {
-  const auto codes = [](const at::Tensor& x, double scale) {
-    return detail::int8_codes_or_nan_ref(x, scale, at::kFloat);
-  };
-  return at::matmul(codes(a, a_scale), codes(b, b_scale))
-      .mul_(static_cast<float>(a_scale * b_scale))
-      .to(a.scalar_type());
-}
-
 }  // namespace
 
-bool int8_bmm_cpu_runs_vnni(int64_t batch, int64_t m, int64_t n, int64_t k) {
-  return int8_cpu_kernels_available() &&
-         (batch * m * n * k >= kMinVnniBmmMacs || k > kMaxExactFloatK);
-}
-
-at::Tensor int8_bmm_cpu(const at::Tensor& a, const at::Tensor& b, double a_scale,
+at::Tensor int8_bmm_cpu(const at::Tensor& a_in, const at::Tensor& b_in, double a_scale,
                         double b_scale) {
   RECORD_FUNCTION("tquant::int8_bmm_cpu", std::vector<c10::IValue>());
-  const BmmShape s = check_bmm_inputs(a, b, a_scale, b_scale);
-  if (!int8_cpu_kernels_available()) return int8_bmm_ref(a, b, a_scale, b_scale);
-  if (!int8_bmm_cpu_runs_vnni(c10::multiply_integers(s.batch), s.m, s.n, s.k)) {
-    return bmm_of_float_codes(a, b, a_scale, b_scale);
-  }
-  return detail::int8_bmm_vnni(a, b, a_scale, b_scale);
-}
-
-at::Tensor detail::int8_bmm_vnni(const at::Tensor& a_in, const at::Tensor& b_in, double a_scale,
-                                 double b_scale) {
   const BmmShape s = check_bmm_inputs(a_in, b_in, a_scale, b_scale);
-  TORCH_INTERNAL_ASSERT(int8_cpu_kernels_available());
+  if (!int8_cpu_kernels_available()) return int8_bmm_ref(a_in, b_in, a_scale, b_scale);
   at::Tensor a = expanded(a_in, s.batch);
   if (a.stride(-1) != 1) a = a.contiguous();
   // B's packing reads float rows with unit stride: rows of b (K index) or rows of b^T.
@@ -176,9 +146,7 @@ at::Tensor detail::int8_bmm_vnni(const at::Tensor& a_in, const at::Tensor& b_in,
 at::Tensor int8_bmm_ref(const at::Tensor& a, const at::Tensor& b, double a_scale,
                         double b_scale) {
   check_bmm_inputs(a, b, a_scale, b_scale);
-  const auto codes = [](const at::Tensor& x, double scale) {
-    return detail::int8_codes_or_nan_ref(x, scale);
-  };
+  const auto codes = detail::int8_codes_or_nan_ref;
   const at::Tensor acc = at::matmul(codes(a, a_scale), codes(b, b_scale));
   return acc.to(at::kFloat).mul_(static_cast<float>(a_scale * b_scale)).to(a.scalar_type());
 }

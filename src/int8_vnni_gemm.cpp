@@ -175,11 +175,11 @@ TQUANT_AVX512_VNNI void dequantize_row_avx512(const int32_t* acc, int64_t n, flo
 
 #pragma GCC diagnostic pop
 
-at::Tensor int8_codes_or_nan_ref(const at::Tensor& x, double scale, at::ScalarType dtype) {
+at::Tensor int8_codes_or_nan_ref(const at::Tensor& x, double scale) {
   const at::Tensor f = x.to(at::kFloat);
   const at::Tensor codes = int8_codes_as_float(f, at::full({}, scale, f.options()));
   const at::Tensor nan = at::full({}, std::numeric_limits<float>::quiet_NaN(), f.options());
-  return at::where(at::isfinite(f), codes, nan).to(dtype);
+  return at::where(at::isfinite(f), codes, nan).to(at::kDouble);
 }
 
 void prefetch_row(const float* x, int64_t n) {

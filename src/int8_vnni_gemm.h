@@ -79,15 +79,9 @@ void prefetch_row(const float* x, int64_t n);
 /// How many rows ahead the row loops prefetch.
 constexpr int64_t kPrefetchRows = 6;
 
-/// int8_bmm_cpu's AVX-512 VNNI kernel whatever the size (int8_bmm_cpu runs it from
-/// kMinVnniBmmMacs on); needs cpu_has_avx512_vnni(). Tests compare it with int8_bmm_ref.
-at::Tensor int8_bmm_vnni(const at::Tensor& a, const at::Tensor& b, double a_scale,
-                         double b_scale);
-
-/// The reference twins' codes: detail::int8_codes_as_float of x as `dtype` (float64 in the
-/// reference GEMMs: exact), NaN where x is NaN or Inf, as the kernels treat such elements.
-at::Tensor int8_codes_or_nan_ref(const at::Tensor& x, double scale,
-                                 at::ScalarType dtype = at::kDouble);
+/// The reference twins' codes: detail::int8_codes_as_float of x as float64 (exact in the
+/// reference GEMMs), NaN where x is NaN or Inf, as the kernels treat such elements.
+at::Tensor int8_codes_or_nan_ref(const at::Tensor& x, double scale);
 
 /// out[j] = float(acc[j]) * scale, j < n.
 void dequantize_row_avx512(const int32_t* acc, int64_t n, float scale, float* out);

@@ -70,22 +70,7 @@ TEST(Int8VnniGemm, EqualsReferenceOnOddShapes) {
   expect_gemm_matches_ref(128, 32, 128, false);
 }
 
-// int8_bmm_cpu's two CPU paths: the VNNI kernel (forced here at small shapes) and the float32
-// GEMM of the codes it runs below kMinVnniBmmMacs; both must equal the reference bit for bit.
-using BmmFn = at::Tensor (*)(const at::Tensor&, const at::Tensor&, double, double);
-
-class Int8BmmPaths : public ::testing::TestWithParam<BmmFn> {};
-
-INSTANTIATE_TEST_SUITE_P(Int8Bmm, Int8BmmPaths,
-                         ::testing::Values(&detail::int8_bmm_vnni, &int8_bmm_cpu),
-                         [](const auto& info) {
-                           return info.param == &int8_bmm_cpu ? std::string("Dispatched")
-                                                              : std::string("VnniKernel");
-                         });
-
-TEST_P(Int8BmmPaths, EqualsReferenceBitForBit) {
-  SKIP_WITHOUT_VNNI();
-  const BmmFn int8_bmm_cpu = GetParam();
+TEST(Int8Bmm, EqualsReferenceBitForBit) {
   torch::manual_seed(1);
   const at::Tensor a = at::randn({2, 3, 17, 33});
   const at::Tensor b = at::randn({2, 3, 33, 19});
@@ -102,9 +87,7 @@ TEST_P(Int8BmmPaths, EqualsReferenceBitForBit) {
   EXPECT_TRUE(at::equal(int8_bmm_cpu(one, col, 0.1, 0.1), int8_bmm_ref(one, col, 0.1, 0.1)));
 }
 
-TEST_P(Int8BmmPaths, EqualsTheExactIntegerProductOfTheCodes) {
-  SKIP_WITHOUT_VNNI();
-  const BmmFn int8_bmm_cpu = GetParam();
+TEST(Int8Bmm, EqualsTheExactIntegerProductOfTheCodes) {
   torch::manual_seed(2);
   const at::Tensor a = at::randn({4, 9, 65});
   const at::Tensor b = at::randn({4, 65, 31});
@@ -117,9 +100,7 @@ TEST_P(Int8BmmPaths, EqualsTheExactIntegerProductOfTheCodes) {
   EXPECT_TRUE(at::equal(int8_bmm_cpu(a, b, sa, sb), expected));
 }
 
-TEST_P(Int8BmmPaths, NonFiniteInputsGiveNaNInTheRowsAndColumnsTheyTouch) {
-  SKIP_WITHOUT_VNNI();
-  const BmmFn int8_bmm_cpu = GetParam();
+TEST(Int8Bmm, NonFiniteInputsGiveNaNInTheRowsAndColumnsTheyTouch) {
   torch::manual_seed(3);
   at::Tensor a = at::randn({2, 5, 8});
   at::Tensor b = at::randn({2, 8, 6});
@@ -130,20 +111,6 @@ TEST_P(Int8BmmPaths, NonFiniteInputsGiveNaNInTheRowsAndColumnsTheyTouch) {
   EXPECT_TRUE(out[1].select(1, 5).isnan().all().item<bool>());
   EXPECT_EQ(out.isnan().sum().item<int64_t>(), 6 + 5);
   EXPECT_TRUE(at::equal(out.isnan(), int8_bmm_ref(a, b, 0.03, 0.03).isnan()));
-}
-
-TEST(Int8Bmm, LargeProductsRunTheVnniKernelSmallOnesTheFloatGemmOfCodes) {
-  SKIP_WITHOUT_VNNI();
-  // BERT attention scores: batch 32 x 12 heads of 128 x 128 x 32 (VNNI), batch 1 (float GEMM).
-  EXPECT_TRUE(int8_bmm_cpu_runs_vnni(32 * 12, 128, 128, 32));
-  EXPECT_FALSE(int8_bmm_cpu_runs_vnni(12, 128, 128, 32));
-  EXPECT_TRUE(int8_bmm_cpu_runs_vnni(1, 1, 1, 4096)) << "too deep for exact float32 sums";
-  // At the threshold the dispatched result is the kernel's, and equals the reference.
-  torch::manual_seed(4);
-  const at::Tensor a = at::randn({16, 128, 128});
-  const at::Tensor b = at::randn({16, 128, 128});
-  ASSERT_TRUE(int8_bmm_cpu_runs_vnni(16, 128, 128, 128));
-  EXPECT_TRUE(at::equal(int8_bmm_cpu(a, b, 0.03, 0.02), int8_bmm_ref(a, b, 0.03, 0.02)));
 }
 
 TEST(Int8Bmm, BadInputIsAClearError) {

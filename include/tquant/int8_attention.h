@@ -55,19 +55,8 @@ at::Tensor int8_attention_ref(const at::Tensor& q, const at::Tensor& k, const at
 /// float16; batch dimensions broadcast as in at::matmul, both at least 2-D)
 ///   out = (code(a) . code(b)) * (s_a * s_b)      exact int32 sums, one float32 rounding
 /// in a's dtype. A non-finite element of a makes its output row NaN, of b its output column NaN.
-/// Small products (batch * M * N * K below kMinVnniBmmMacs, as BERT attention at batch 1) run as
-/// a float32 GEMM of the codes, which gives the same values: there the per-call work of the
-/// VNNI kernel (quantizing and packing per head, threads) costs more than the int8 arithmetic
-/// saves (docs/backends.md, "INT8 attention on CPU"); int8_bmm_cpu_runs_vnni says which runs.
 at::Tensor int8_bmm_cpu(const at::Tensor& a, const at::Tensor& b, double a_scale,
                         double b_scale);
-
-/// Multiply-adds per call from which int8_bmm_cpu runs the AVX-512 VNNI kernel.
-constexpr int64_t kMinVnniBmmMacs = int64_t{1} << 25;
-/// True when int8_bmm_cpu runs the VNNI kernel for `batch` products of [m, k] x [k, n] (an
-/// AVX-512 VNNI CPU and a product of at least kMinVnniBmmMacs, or k too deep for exact float32
-/// sums); false: the float32 GEMM of the codes (or, without VNNI, the reference).
-bool int8_bmm_cpu_runs_vnni(int64_t batch, int64_t m, int64_t n, int64_t k);
 
 /// Reference twin of int8_bmm_cpu (codes as float64, at::matmul): bit-equal results.
 at::Tensor int8_bmm_ref(const at::Tensor& a, const at::Tensor& b, double a_scale,
