@@ -23,6 +23,12 @@ TQUANT_AVX512F inline __mmask16 lanes(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
 }
 
+// GCC 12 warns that _mm512_reduce_add_ps's header code reads an uninitialized __Y (a false
+// positive of its intrinsic headers; gemm_cpu.cpp silences it the same way).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 // One row of H: s = x + r is stored in out (it stays in L1 for the next two passes), then the
 // mean, the biased variance of s around it (two passes, as exact as Welford for these H), and
 // out = (s - mean) * (rstd * w) + b.
@@ -53,6 +59,8 @@ TQUANT_AVX512F void add_layer_norm_row(const float* x, const float* r, const flo
     _mm512_mask_storeu_ps(out + j, m, _mm512_fmadd_ps(d, scale, shift));
   }
 }
+
+#pragma GCC diagnostic pop
 
 void check_inputs(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight,
                   const at::Tensor& bias) {
