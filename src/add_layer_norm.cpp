@@ -9,19 +9,10 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
+#include "avx512_util.h"
+
 namespace tquant {
 namespace {
-
-#define TQUANT_AVX512F __attribute__((target("avx512f")))
-
-bool cpu_has_avx512f() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
-}
-
-TQUANT_AVX512F inline __mmask16 lanes(int64_t left) {
-  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
-}
 
 // GCC 12 warns that _mm512_reduce_add_ps's header code reads an uninitialized __Y (a false
 // positive of its intrinsic headers; gemm_cpu.cpp silences it the same way).
@@ -36,7 +27,7 @@ TQUANT_AVX512F void add_layer_norm_row(const float* x, const float* r, const flo
                                        const float* b, float* out, int64_t h, float eps) {
   __m512 sum = _mm512_setzero_ps();
   for (int64_t j = 0; j < h; j += 16) {
-    const __mmask16 m = lanes(h - j);
+    const __mmask16 m = detail::tail_mask16(h - j);
     const __m512 s = _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + j), _mm512_maskz_loadu_ps(m, r + j));
     _mm512_mask_storeu_ps(out + j, m, s);
     sum = _mm512_add_ps(sum, s);
@@ -45,14 +36,14 @@ TQUANT_AVX512F void add_layer_norm_row(const float* x, const float* r, const flo
   const __m512 vmean = _mm512_set1_ps(mean);
   __m512 sq = _mm512_setzero_ps();
   for (int64_t j = 0; j < h; j += 16) {
-    const __mmask16 m = lanes(h - j);
+    const __mmask16 m = detail::tail_mask16(h - j);
     const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, out + j), vmean);
     sq = _mm512_fmadd_ps(d, d, sq);
   }
   const float var = _mm512_reduce_add_ps(sq) / static_cast<float>(h);
   const __m512 rstd = _mm512_set1_ps(1.0f / std::sqrt(var + eps));
   for (int64_t j = 0; j < h; j += 16) {
-    const __mmask16 m = lanes(h - j);
+    const __mmask16 m = detail::tail_mask16(h - j);
     const __m512 scale = w ? _mm512_mul_ps(rstd, _mm512_maskz_loadu_ps(m, w + j)) : rstd;
     const __m512 shift = b ? _mm512_maskz_loadu_ps(m, b + j) : _mm512_setzero_ps();
     const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, out + j), vmean);
@@ -92,7 +83,7 @@ bool fused_kernel_applies(const at::Tensor& x, const at::Tensor& residual,
   auto recorded = [](const at::Tensor& t) { return t.defined() && t.requires_grad(); };
   const bool needs_grad = at::GradMode::is_enabled() && (recorded(x) || recorded(residual) ||
                                                          recorded(weight) || recorded(bias));
-  return cpu_has_avx512f() && x.numel() > 0 && plain(x) && plain(residual) && plain(weight) &&
+  return detail::cpu_has_avx512f() && x.numel() > 0 && plain(x) && plain(residual) && plain(weight) &&
          plain(bias) && !needs_grad;
 }
 

@@ -13,6 +13,8 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "avx512_util.h"
+
 namespace tquant {
 
 namespace {
@@ -21,7 +23,7 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // Whether x[0, n) holds a NaN or Inf (x - x is 0 exactly for finite x), 16 lanes at a time.
-__attribute__((target("avx512f"))) bool has_nonfinite_avx512(const float* x, int64_t n) {
+TQUANT_AVX512F bool has_nonfinite_avx512(const float* x, int64_t n) {
   const __m512 zero = _mm512_setzero_ps();
   __mmask16 bad = 0;
   int64_t i = 0;
@@ -36,8 +38,7 @@ __attribute__((target("avx512f"))) bool has_nonfinite_avx512(const float* x, int
 // Whether x holds a NaN or Inf: one read pass over float32 CPU tensors on AVX-512 CPUs (the
 // common case of fake quantization in QAT and calibration), ATen's isfinite otherwise.
 bool has_nonfinite(const at::Tensor& x) {
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  if (!(avx512 && x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous())) {
+  if (!(detail::cpu_has_avx512f() && x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous())) {
     return !at::isfinite(x).all().item<bool>();
   }
   const float* data = x.const_data_ptr<float>();

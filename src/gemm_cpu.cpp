@@ -19,6 +19,8 @@
 #include "tquant/gemm.h"
 #include "tquant/qparams.h"
 
+#include "avx512_util.h"
+
 namespace tquant {
 
 namespace {
@@ -79,10 +81,7 @@ const PathChoice& path_choice() {
   return choice;
 }
 
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
-}
+using detail::cpu_has_avx512f;
 
 // ---------------------------------------------------------------------------------------------
 // Activation quantization: one pass over x, AVX-512. Offset 0 writes int8 codes, offset 128 the
@@ -156,7 +155,7 @@ __attribute__((target("avx512f"))) float row_amax_avx512(const float* x, int64_t
 // The dynamic Linear's epilogue, in place over rows [begin, end) of y [M, N] (oneDNN takes one
 // input scale, so it gives y = acc * s_w[n]; the per-row scale and the bias come here, in one
 // pass):  y[m, n] = fma(y[m, n], s_x[m], bias[n]),  bias null = 0.
-__attribute__((target("avx512f"))) void scale_rows_add_bias_avx512(float* y, const float* sx,
+TQUANT_AVX512F void scale_rows_add_bias_avx512(float* y, const float* sx,
                                                                    const float* bias,
                                                                    int64_t begin, int64_t end,
                                                                    int64_t n) {
@@ -164,8 +163,7 @@ __attribute__((target("avx512f"))) void scale_rows_add_bias_avx512(float* y, con
     const __m512 s = _mm512_set1_ps(sx[r]);
     float* row = y + r * n;
     for (int64_t j = 0; j < n; j += 16) {
-      const __mmask16 lanes = n - j >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                          : static_cast<__mmask16>((1u << (n - j)) - 1u);
+      const __mmask16 lanes = detail::tail_mask16(n - j);
       const __m512 b = bias ? _mm512_maskz_loadu_ps(lanes, bias + j) : _mm512_setzero_ps();
       _mm512_mask_storeu_ps(row + j, lanes,
                             _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lanes, row + j), s, b));
@@ -202,7 +200,7 @@ at::Tensor quantize_per_tensor_impl(const at::Tensor& x, double scale, int32_t o
                                     const at::Tensor& mult = {}) {
   RECORD_FUNCTION("tquant::quantize_per_tensor", std::vector<c10::IValue>());
   const auto dtype = offset == 0 ? at::kChar : at::kByte;
-  if (!cpu_has_avx512()) {
+  if (!cpu_has_avx512f()) {
     if (nonfinite != nullptr) *nonfinite = nonfinite_rows_aten(x);
     // Fallback without AVX-512: a few ATen passes, same rounding.
     const at::Tensor xm = mult.defined() ? x * mult : x;
@@ -239,7 +237,7 @@ std::pair<at::Tensor, at::Tensor> quantize_per_token_impl(
   const auto dtype = offset == 0 ? at::kChar : at::kByte;
   const int64_t m = x.size(0);
   const int64_t k = x.size(1);
-  if (!cpu_has_avx512()) {
+  if (!cpu_has_avx512f()) {
     if (nonfinite != nullptr) *nonfinite = nonfinite_rows_aten(x);
     const at::Tensor xm = mult.defined() ? x * mult : x;
     auto amax = xm.abs().amax({1}, /*keepdim=*/true);
@@ -470,7 +468,7 @@ at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
     // (scale_rows_add_bias_avx512): y = (acc * s_w[n]) * s_x[m] + bias[n].
     auto [qx, sx] = quantize_per_token_impl(f.x2d, kActivationZeroPoint, &nonfinite, mult);
     y = qlinear_onednn(qx, 1.0, weight, weight.scale, c10::nullopt);
-    if (cpu_has_avx512() && y.is_contiguous()) {
+    if (cpu_has_avx512f() && y.is_contiguous()) {
       float* yp = y.data_ptr<float>();
       const float* sp = sx.const_data_ptr<float>();
       const float* bp = b.has_value() ? b->const_data_ptr<float>() : nullptr;

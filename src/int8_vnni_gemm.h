@@ -20,15 +20,12 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "avx512_util.h"
+
 /// The instruction sets of the kernels below (callers check cpu_has_avx512_vnni() first).
 #define TQUANT_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
 namespace tquant::detail {
-
-/// Mask of the first min(left, 16) lanes of a 16-lane vector (the tail of a row).
-TQUANT_AVX512_VNNI inline __mmask16 tail_mask16(int64_t left) {
-  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
-}
 
 /// Byte offset of element (k, n) of B in the packed layout [n16][k4][16 columns][4 k]:
 ///   ((n / 16) * k4 + k / 4) * 64 + (n % 16) * 4 + k % 4.
