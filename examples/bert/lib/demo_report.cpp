@@ -52,6 +52,38 @@ const char* kLineColours[] = {"#d62728", "#ff7f0e", "#bcbd22", "#2ca02c", "#17be
 
 const char* line_colour(size_t i) { return kLineColours[i % (sizeof(kLineColours) / sizeof(*kLineColours))]; }
 
+// Legend text: approximate width of one character at font-size 10, and the height of one row.
+constexpr double kCharWidth = 6.2, kLegendRow = 13;
+
+// Places legend entries of the given widths left to right from `left`, starting a new row when
+// the next one would pass `right_edge`: (x, row) per entry.
+std::vector<std::pair<double, int>> legend_layout(const std::vector<double>& widths, double left,
+                                                  double right_edge) {
+  std::vector<std::pair<double, int>> at;
+  double x = left;
+  int row = 0;
+  for (const double w : widths) {
+    if (x > left && x + w > right_edge) {
+      x = left;
+      ++row;
+    }
+    at.emplace_back(x, row);
+    x += w + 10;
+  }
+  return at;
+}
+
+int legend_rows(const std::vector<std::pair<double, int>>& at) {
+  return at.empty() ? 1 : at.back().second + 1;
+}
+
+std::string svg_open(double width, double height) {
+  std::ostringstream svg;
+  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << width << "' height='" << height
+      << "' viewBox='0 0 " << width << " " << height << "'>";
+  return svg.str();
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -190,29 +222,17 @@ std::string histogram_svg(const QuantizerHistogram& h, const std::vector<RangeCh
   if (peak <= 0.0) peak = 1.0;
 
   // Legend entries (one per calibrator) laid out first, wrapped onto as many rows as needed.
-  constexpr double kCharWidth = 6.2, kLegendRow = 13;
   std::vector<std::string> legend_texts;
-  std::vector<std::pair<double, int>> legend_at;  // x, row
-  {
-    double x = left;
-    int row = 0;
-    for (const auto& [label, amax] : h.amax) {
-      legend_texts.push_back(label + " " + fmt(amax, 3) + (label == chosen_label ? " (chosen)" : ""));
-      const double text_w = kCharWidth * static_cast<double>(legend_texts.back().size());
-      if (x > left && x + text_w > width - right) {
-        x = left;
-        ++row;
-      }
-      legend_at.emplace_back(x, row);
-      x += text_w + 10;
-    }
+  std::vector<double> legend_widths;
+  for (const auto& [label, amax] : h.amax) {
+    legend_texts.push_back(label + " " + fmt(amax, 3) + (label == chosen_label ? " (chosen)" : ""));
+    legend_widths.push_back(kCharWidth * static_cast<double>(legend_texts.back().size()));
   }
-  const int legend_rows = legend_at.empty() ? 1 : legend_at.back().second + 1;
-  const double total_height = height + kLegendRow * (legend_rows - 1);
+  const auto legend_at = legend_layout(legend_widths, left, width - right);
+  const double total_height = height + kLegendRow * (legend_rows(legend_at) - 1);
 
   std::ostringstream svg;
-  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << width << "' height='"
-      << total_height << "' viewBox='0 0 " << width << " " << total_height << "'>";
+  svg << svg_open(width, total_height);
   svg << "<rect x='" << left << "' y='" << top << "' width='" << plot_w << "' height='" << plot_h
       << "' fill='#fafafa' stroke='#ccc'/>";
   const double bar_w = plot_w / static_cast<double>(merged.size());
@@ -297,6 +317,219 @@ std::string sensitivity_svg(const std::vector<SensitivityBar>& bars, const std::
   return svg.str();
 }
 
+// ---- SmoothQuant factors ----------------------------------------------------------------------
+
+// The log axis starts no lower than this: values that are not finite or not positive (log10
+// gives NaN or -Inf, which would write "nan" / "inf" coordinates into the SVG) and values below
+// it are drawn at the floor, and the caption says so.
+constexpr double kLogFloor = 1e-6;
+
+double log10_floored(double value) {
+  return std::log10(std::isfinite(value) && value > kLogFloor ? value : kLogFloor);
+}
+
+// A value for tooltips and captions; never "nan" or "inf".
+std::string value_text(double value) { return std::isfinite(value) ? fmt(value, 4) : "not finite"; }
+
+// One line of the chart: a per-channel quantity of the layer.
+struct ChannelSeries {
+  std::string label;
+  const char* colour;
+  bool after_smoothing;  ///< drawn thin, over the three measured series
+  std::vector<double> values;
+};
+
+// Largest finite value and its channel; (NaN, -1) when no value is finite.
+std::pair<double, int64_t> finite_peak(const std::vector<double>& values) {
+  std::pair<double, int64_t> peak(std::numeric_limits<double>::quiet_NaN(), -1);
+  for (size_t j = 0; j < values.size(); ++j) {
+    if (std::isfinite(values[j]) && (peak.second < 0 || values[j] > peak.first)) {
+      peak = {values[j], static_cast<int64_t>(j)};
+    }
+  }
+  return peak;
+}
+
+std::vector<double> channel_values(const tquant::SmoothedLayer& layer, const at::Tensor& t,
+                                   const char* what, int64_t in_features) {
+  TORCH_CHECK(t.defined(), "SmoothQuant chart of ", layer.name, ": ", what, " is undefined");
+  TORCH_CHECK(t.numel() == in_features, "SmoothQuant chart of ", layer.name, ": expected ", what,
+              " of ", in_features, " values (the factor's in_features), got ", t.numel());
+  const at::Tensor d = t.detach().to(torch::kCPU, torch::kFloat64).contiguous().reshape({-1});
+  return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
+}
+
+// The five series of a chart, in legend order: max |x_j|, max |W_j|, s_j, and the ranges the
+// quantizers see after smoothing, max |x_j| / s_j and max |W_j| * s_j.
+std::vector<ChannelSeries> smooth_quant_series(const tquant::SmoothedLayer& layer) {
+  TORCH_CHECK(layer.factor.defined() && layer.factor.numel() > 0, "SmoothQuant chart of ",
+              layer.name, ": expected a factor of in_features > 0 values, got ",
+              layer.factor.defined() ? std::to_string(layer.factor.numel()) + " values"
+                                     : std::string("an undefined tensor"));
+  const int64_t k = layer.factor.numel();
+  std::vector<double> s = channel_values(layer, layer.factor, "factor", k);
+  std::vector<double> a = channel_values(layer, layer.act_amax, "act_amax", k);
+  std::vector<double> w = channel_values(layer, layer.weight_amax, "weight_amax", k);
+  std::vector<double> a_after(k), w_after(k);
+  for (int64_t j = 0; j < k; ++j) {
+    a_after[j] = a[j] / s[j];
+    w_after[j] = w[j] * s[j];
+  }
+  return {{"max|x_j| (activation)", "#d62728", false, std::move(a)},
+          {"max|W_j| (weight column)", "#1f77b4", false, std::move(w)},
+          {"s_j (factor)", "#2ca02c", false, std::move(s)},
+          {"max|x_j| / s_j (activation after)", "#ff7f0e", true, std::move(a_after)},
+          {"max|W_j| * s_j (weight after)", "#9467bd", true, std::move(w_after)}};
+}
+
+// Stroke of a series, the same in the chart and its legend.
+const char* line_style(bool after_smoothing) {
+  return after_smoothing ? " stroke-width='1'" : " stroke-width='1.5' stroke-opacity='0.8'";
+}
+
+// Tick spacing for the channel axis: 1, 2 or 5 times a power of ten, at least `raw`.
+double nice_step(double raw) {
+  const double power = std::pow(10.0, std::floor(std::log10(std::max(raw, 1.0))));
+  for (const double m : {1.0, 2.0, 5.0}) {
+    if (m * power >= raw) return m * power;
+  }
+  return 10.0 * power;
+}
+
+// One layer's factors as an inline SVG: x = input channel, y = log10 axis with a grid line per
+// power of ten, one polyline per series (1536 channels stay one element per series), a circle
+// with a tooltip on the channel with the largest activation range.
+std::string smooth_quant_svg(const std::vector<ChannelSeries>& series) {
+  const double width = 900, height = 250, left = 62, right = 12, top = 10, bottom = 38;
+  const double plot_w = width - left - right, plot_h = height - top - bottom;
+  const size_t k = series.front().values.size();
+
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+  for (const auto& line : series) {
+    for (const double v : line.values) {
+      lo = std::min(lo, log10_floored(v));
+      hi = std::max(hi, log10_floored(v));
+    }
+  }
+  // Whole decades; the 1e-9 keeps an exact power of ten (log10 rounding) on its own decade.
+  lo = std::floor(lo + 1e-9);
+  hi = std::max(std::ceil(hi - 1e-9), lo + 1);
+  auto x_of = [&](size_t j) { return left + (static_cast<double>(j) + 0.5) * plot_w / k; };
+  auto y_of = [&](double v) { return top + (hi - log10_floored(v)) / (hi - lo) * plot_h; };
+
+  std::vector<double> legend_widths;
+  for (const auto& line : series) {
+    legend_widths.push_back(22 + kCharWidth * static_cast<double>(line.label.size()));
+  }
+  const auto legend_at = legend_layout(legend_widths, left, width - right);
+  const double total_height = height + 12 + kLegendRow * legend_rows(legend_at);
+
+  std::ostringstream svg;
+  svg << svg_open(width, total_height);
+  svg << "<rect x='" << left << "' y='" << top << "' width='" << plot_w << "' height='" << plot_h
+      << "' fill='#fafafa' stroke='#ccc'/>";
+  // Grid and labels, one per power of ten (every other one beyond 10 decades).
+  const int decades = static_cast<int>(hi - lo);
+  const int label_every = decades > 10 ? 2 : 1;
+  for (int d = 0; d <= decades; ++d) {
+    const double y = top + plot_h * (1.0 - static_cast<double>(d) / decades);
+    if (d > 0 && d < decades) {
+      svg << "<line x1='" << left << "' x2='" << left + plot_w << "' y1='" << fmt(y, 6)
+          << "' y2='" << fmt(y, 6) << "' stroke='#e4e4e4'/>";
+    }
+    if (d % label_every != 0) continue;
+    svg << "<text x='" << left - 4 << "' y='" << fmt(y + 4, 6)
+        << "' font-size='10' text-anchor='end'>10<tspan dy='-4' font-size='8'>"
+        << static_cast<int>(lo) + d << "</tspan></text>";
+  }
+  svg << "<text transform='translate(14 " << top + plot_h / 2
+      << ") rotate(-90)' font-size='10' text-anchor='middle'>range, log scale</text>";
+  // Channel ticks.
+  const double step = nice_step(static_cast<double>(k) / 8.0);
+  for (double j = 0; j < static_cast<double>(k); j += step) {
+    const double x = x_of(static_cast<size_t>(j));
+    svg << "<line x1='" << fmt(x, 6) << "' x2='" << fmt(x, 6) << "' y1='" << top + plot_h
+        << "' y2='" << top + plot_h + 4 << "' stroke='#999'/><text x='" << fmt(x, 6) << "' y='"
+        << top + plot_h + 14 << "' font-size='10' text-anchor='middle'>" << j << "</text>";
+  }
+  svg << "<text x='" << left + plot_w / 2 << "' y='" << top + plot_h + 28
+      << "' font-size='10' text-anchor='middle'>input channel j (" << k << " channels)</text>";
+  // Series: the two after-smoothing ranges last, thin, so that they stay visible where the
+  // measured ones crowd (hundreds of channels).
+  for (const bool after : {false, true}) {
+    for (const auto& line : series) {
+      if (line.after_smoothing != after) continue;
+      const auto [peak, peak_at] = finite_peak(line.values);
+      svg << "<polyline fill='none' stroke='" << line.colour << "'" << line_style(after)
+          << " points='";
+      for (size_t j = 0; j < k; ++j) {
+        svg << (j ? " " : "") << fmt(x_of(j), 6) << "," << fmt(y_of(line.values[j]), 6);
+      }
+      svg << "'><title>" << html_escape(line.label) << ": largest "
+          << (peak_at < 0 ? "none finite"
+                          : value_text(peak) + " at channel " + std::to_string(peak_at))
+          << "</title></polyline>";
+    }
+  }
+  // The channel with the largest activation range, with all five values in its tooltip.
+  const int64_t outlier = finite_peak(series.front().values).second;
+  if (outlier >= 0) {
+    const size_t j = static_cast<size_t>(outlier);
+    const double x = x_of(j), y = y_of(series.front().values[j]);
+    svg << "<circle cx='" << fmt(x, 6) << "' cy='" << fmt(y, 6) << "' r='4' fill='none' stroke='"
+        << series.front().colour << "'><title>channel " << j;
+    for (const auto& line : series) {
+      svg << "; " << html_escape(line.label) << " " << value_text(line.values[j]);
+    }
+    svg << "</title></circle><text x='" << fmt(x + (x > left + plot_w * 0.8 ? -7 : 7), 6)
+        << "' y='" << fmt(y + 4, 6) << "' font-size='10' fill='" << series.front().colour
+        << "' text-anchor='" << (x > left + plot_w * 0.8 ? "end" : "start") << "'>channel " << j
+        << "</text>";
+  }
+  // Legend: a short line in the series' colour, then its label.
+  for (size_t i = 0; i < series.size(); ++i) {
+    const double x = legend_at[i].first;
+    const double y = height + 10 + kLegendRow * legend_at[i].second;
+    svg << "<line x1='" << fmt(x, 6) << "' x2='" << fmt(x + 16, 6) << "' y1='" << y - 4
+        << "' y2='" << y - 4 << "' stroke='" << series[i].colour << "'"
+        << line_style(series[i].after_smoothing) << "/><text x='" << fmt(x + 22, 6) << "' y='"
+        << y << "' font-size='10'>" << html_escape(series[i].label) << "</text>";
+  }
+  svg << "</svg>";
+  return svg.str();
+}
+
+// Heading, one sentence and the chart of one layer.
+std::string smooth_quant_html(const SmoothQuantChart& chart) {
+  const auto series = smooth_quant_series(chart.layer);
+  const auto [before, before_at] = finite_peak(series[0].values);
+  const auto [after, after_at] = finite_peak(series[3].values);
+  auto at = [](double value, int64_t channel) {
+    return channel < 0 ? std::string("not finite anywhere")
+                       : value_text(value) + " (channel " + std::to_string(channel) + ")";
+  };
+  std::ostringstream html;
+  html << "<h3>" << html_escape(chart.scenario) << ": " << html_escape(chart.layer.name)
+       << ", alpha " << fmt(chart.layer.alpha, 3) << ", in_features "
+       << series.front().values.size()
+       << (chart.used ? " (kept)" : " (not kept: plain PTQ won; best alpha tried)") << "</h3>\n";
+  html << "<p>Per input channel j, on a log scale: max |x<sub>j</sub>| over the calibration "
+          "inputs, max<sub>i</sub> |W[i, j]| and the factor s<sub>j</sub> = max|x<sub>j</sub>|"
+          "<sup>alpha</sup> / max|W<sub>j</sub>|<sup>1-alpha</sup>; the thin lines are the ranges "
+          "the quantizers see after smoothing, max|x<sub>j</sub>| / s<sub>j</sub> and "
+          "max|W<sub>j</sub>| &middot; s<sub>j</sub>"
+       << (chart.layer.alpha == 0.5 ? " (at alpha 0.5 both are sqrt(max|x<sub>j</sub>| "
+                                      "max|W<sub>j</sub>|) unless s<sub>j</sub> was clamped, so "
+                                      "the two lines overlap)"
+                                    : "")
+       << ", so the largest activation range goes from "
+       << at(before, before_at) << " to " << at(after, after_at)
+       << " (values not finite or below 10<sup>" << std::lround(std::log10(kLogFloor))
+       << "</sup> are drawn at 10<sup>" << std::lround(std::log10(kLogFloor)) << "</sup>).</p>\n";
+  html << smooth_quant_svg(series) << "\n";
+  return html.str();
+}
+
 }  // namespace
 
 void write_calibration_report(const std::string& path, const std::string& title,
@@ -305,7 +538,8 @@ void write_calibration_report(const std::string& path, const std::string& title,
                               const std::string& chosen_label,
                               const std::vector<QuantizerHistogram>& histograms,
                               const std::vector<SensitivityBar>& sensitivity,
-                              const std::string& sensitivity_unit) {
+                              const std::string& sensitivity_unit,
+                              const std::vector<SmoothQuantChart>& smooth_quant) {
   std::ostringstream html;
   html << "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>" << html_escape(title)
        << "</title>\n<style>body{font-family:sans-serif;max-width:1000px;margin:20px auto;}"
@@ -321,6 +555,9 @@ void write_calibration_report(const std::string& path, const std::string& title,
   } else {
     html << sensitivity_svg(sensitivity, sensitivity_unit) << "\n";
   }
+  html << "<h2>SmoothQuant factors</h2>\n";
+  if (smooth_quant.empty()) html << "<p>No SmoothQuant step was run.</p>\n";
+  for (const auto& chart : smooth_quant) html << smooth_quant_html(chart);
   html << "<h2>Activation histograms</h2>\n<p>One histogram of |x| per quantizer, collected once "
           "during calibration; bars are log10(1 + count); each line is the clipping range amax "
           "a calibrator picks from the same histogram (solid: the one chosen on validation).</p>\n";

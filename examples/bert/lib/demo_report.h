@@ -7,6 +7,7 @@
 #include <torch/nn/module.h>
 
 #include "tquant/histogram_search.h"
+#include "tquant/smooth_quant.h"
 
 namespace bert {
 
@@ -88,16 +89,31 @@ struct SensitivityBar {
   bool kept_float = false;           ///< switched to float by the fallback
 };
 
+/// The SmoothQuant factors of one layer, drawn as one chart of the report.
+struct SmoothQuantChart {
+  std::string scenario;  ///< "W4A8": the demo scenario whose SmoothQuant step smoothed it
+  /// From tquant::smooth_quant's report: name, alpha, and the [in_features] float32 CPU
+  /// tensors factor (s_j), act_amax (max |x_j|) and weight_amax (max_i |W[i, j]|).
+  tquant::SmoothedLayer layer;
+  /// true: the smoothed model won on validation and the demo kept it; false: the best alpha
+  /// tried, shown for reference although plain PTQ won.
+  bool used = false;
+};
+
 /// Writes a self-contained HTML page: a summary, the sensitivity chart (two bars per group, in
-/// the units `sensitivity_unit` names), and
-/// one inline SVG per quantizer with log-count bars and a vertical line per calibrator's range.
+/// the units `sensitivity_unit` names), one log-scale chart per SmoothQuant layer (max |x_j|,
+/// max |W_j|, s_j and the ranges after smoothing, per input channel; "No SmoothQuant step was
+/// run." when `smooth_quant` is empty), and one inline SVG per quantizer with log-count bars
+/// and a vertical line per calibrator's range. Throws c10::Error naming the layer when a
+/// chart's tensors are undefined, empty or of different sizes.
 void write_calibration_report(const std::string& path, const std::string& title,
                               const std::vector<std::string>& summary,
                               const std::vector<RangeChoice>& choices,
                               const std::string& chosen_label,
                               const std::vector<QuantizerHistogram>& histograms,
                               const std::vector<SensitivityBar>& sensitivity,
-                              const std::string& sensitivity_unit);
+                              const std::string& sensitivity_unit,
+                              const std::vector<SmoothQuantChart>& smooth_quant = {});
 
 /// Writes `text` to `path`, creating parent directories; throws on failure.
 void write_text_file(const std::string& path, const std::string& text);
