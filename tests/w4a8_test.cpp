@@ -11,6 +11,7 @@
 #include "tquant/functional.h"
 #include "tquant/int4_pack.h"
 #include "tquant/nn/quant_linear.h"
+#include "tquant/observer.h"
 #include "tquant/qconfig.h"
 #include "tquant/quantize.h"
 #include "tquant/safetensors.h"
@@ -222,6 +223,41 @@ TEST(W4A8Convert, OutputEqualsTheFakeQuantSimulationPerChannelAndPerBlock) {
     EXPECT_LE(steps, 1.0) << "case " << i;
     EXPECT_LE(steps, 0.01) << "case " << i << ": more than float rounding apart";
   }
+}
+
+// One int4 scale for the whole weight (a QConfig built from the public pieces, as the BERT
+// demo's W4A8 scenario builds it for the FFN up-projections): converts to "w4a8" with the scale
+// repeated per output channel, matches the simulation, and survives save / load bit-exactly.
+TEST(W4A8Convert, PerTensorInt4WeightConvertsSavesAndLoads) {
+  const auto spec = QuantSpec(QuantDtype::kInt4).symmetric(true).narrow_range(true).granularity(
+      Granularity::kPerTensor);
+  QConfig qconfig = w4a8_qconfig();
+  qconfig.weight = fake_quantize_factory(
+      FakeQuantizeOptions(observer_factory<MinMaxObserver>(MinMaxObserverOptions(spec))));
+  QuantLinear fc = calibrated_linear(21, 9, qconfig, 5);
+  torch::NoGradGuard no_grad;
+  const at::Tensor x = torch::randn({2, 3, 21});
+  const at::Tensor simulated = fc(x);
+  const double scale = fc->weight_quantizer->qparams().scale.item<double>();
+  EXPECT_NEAR(scale, fc->weight.abs().max().item<double>() / 7.0, 1e-7);
+  const at::Tensor codes = quantize(fc->weight, fc->weight_quantizer->qparams()).to(at::kChar);
+
+  const ConvertResult result = fc->convert();
+  ASSERT_TRUE(result.converted) << result.reason;
+  EXPECT_EQ(result.scheme, "w4a8");
+  EXPECT_TRUE(torch::equal(unpack_int4(fc->weight_int4, 21), codes));
+  ASSERT_EQ(fc->weight_scale.numel(), 9);
+  EXPECT_TRUE(torch::allclose(fc->weight_scale, torch::full({9}, scale), 0.0, 0.0));
+  const at::Tensor converted = fc(x);
+  EXPECT_LE(error_in_output_steps(converted, simulated), 0.01);
+
+  const std::string path = temp_path("w4a8_per_tensor.safetensors");
+  save_state(*fc, path);
+  QuantLinear fresh(21, 9);
+  load_state(*fresh, path);
+  EXPECT_EQ(fresh->converted_scheme(), "w4a8");
+  EXPECT_TRUE(torch::equal(fresh(x), converted));
+  std::remove(path.c_str());
 }
 
 TEST(W4A8Convert, QatPresetConvertsToTheSameSchemes) {

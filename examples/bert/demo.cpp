@@ -1,7 +1,11 @@
-// The BERT PTQ / QAT demo of issue 5 (README command one): fine-tune all-MiniLM-L6-v2 on Amazon
-// fine-food reviews, then post-training quantization with every calibrator from one pass of
-// data, per-group sensitivity and automatic fallback to float, a short QAT, conversion to
-// INT8 GEMMs, and the measurements (accuracy, size, CPU latency, embedding agreement).
+// The BERT PTQ / QAT demo (README command one): fine-tune all-MiniLM-L6-v2 on Amazon fine-food
+// reviews, then two quantization scenarios on copies of that FP32 model (docs/bert.md):
+//   INT8  post-training quantization with every calibrator from one pass of data, per-group
+//         sensitivity and automatic fallback to float, a short QAT, conversion to INT8 GEMMs,
+//         and the measurements (accuracy, size, CPU latency, embedding agreement);
+//   W4A8  int4 weights with int8 activations, in a setting where plain PTQ loses accuracy (the
+//         FFN up-projections with one int4 scale per tensor): the same ladder plus SmoothQuant,
+//         QAT over a learning-rate grid, and QAT with learned scales (LSQ) against fixed scales.
 // Every choice is made on the validation split; the test split is only reported.
 //
 //   tquant_bert_demo --quick          # CI: every step on fewer, shorter reviews (minutes)
@@ -73,6 +77,8 @@ struct Scenario {
   bool smooth_quant = false;  ///< the W4A8 ladder's SmoothQuant step
   /// The W4A8 ladder's QAT with learned scales (LSQ): the mapping with learnable quantizers.
   std::optional<tquant::QConfigMapping> lsq_mapping;
+  /// QAT learning rates tried (one run each from the same start, the best on validation kept).
+  std::vector<double> qat_lrs;
   std::string file(const bert::DemoOptions& options, const std::string& name) const {
     return options.out_dir + "/" + file_prefix + name;
   }
@@ -82,11 +88,12 @@ Scenario make_scenario(const std::string& key, const bert::DemoOptions& options)
   if (key == "w4a8") {
     return {"W4A8", "w4a8_", "minilm_fine_foods_w4a8.safetensors",
             bert::demo_w4a8_mapping("bert.", options.float_attention), true,
-            bert::demo_w4a8_mapping("bert.", options.float_attention, 0,
-                                    /*learned_scales=*/true)};
+            bert::demo_w4a8_mapping("bert.", options.float_attention, /*learned_scales=*/true),
+            options.w4a8_qat_lrs};
   }
   return {"INT8", "", "minilm_fine_foods_int8.safetensors",
-          bert::demo_int8_mapping("bert.", options.float_attention), false, std::nullopt};
+          bert::demo_int8_mapping("bert.", options.float_attention), false, std::nullopt,
+          {options.qat_lr}};
 }
 
 // ---- the data --------------------------------------------------------------------------------
@@ -367,6 +374,10 @@ struct SmoothQuantStep {
   bool used = false;  ///< a smoothed model won on validation and replaced the PTQ model
   double alpha = kNaN;
   tquant::SmoothQuantReport report;  ///< of the chosen alpha
+  /// The alpha with the lowest validation embedding error and its report, kept or not (the
+  /// calibration report charts its factors).
+  double best_tried_alpha = kNaN;
+  tquant::SmoothQuantReport best_tried;
 };
 
 // For each alpha: a fresh FP32 model, prepared with the scenario's mapping, tquant::smooth_quant
@@ -381,6 +392,7 @@ SmoothQuantStep smooth_quant_step(bert::BertClassifier& model, const Scenario& s
   const auto start = Clock::now();
   SmoothQuantStep out;
   double best_error = ptq.embedding_error[ptq.best];
+  double best_tried_error = std::numeric_limits<double>::infinity();
   bert::BertClassifier best_model = nullptr;
   double best_validation = kNaN;
   std::string errors;
@@ -398,6 +410,11 @@ SmoothQuantStep smooth_quant_step(bert::BertClassifier& model, const Scenario& s
         fixed(r.accuracy * 100, 2) + "%, embedding error " + fixed(error * 1000, 3) + "e-3");
     errors += (errors.empty() ? "" : ", ") + fixed(alpha, 2) + ": " + fixed(r.accuracy * 100, 2) +
               "% / " + fixed(error * 1000, 2) + "e-3";
+    if (error < best_tried_error) {
+      best_tried_error = error;
+      out.best_tried_alpha = alpha;
+      out.best_tried = report;
+    }
     if (error < best_error) {  // strictly lower than plain PTQ and the alphas before
       best_error = error;
       best_model = candidate;
@@ -546,29 +563,22 @@ SensitivityAndFallback sensitivity_and_fallback(bert::BertClassifierImpl& model,
 
 struct Qat {
   double best_validation = kNaN;
-  int64_t best_steps = 0;  ///< 0: plain PTQ was best on validation
+  int64_t best_steps = 0;  ///< 0: the start model was best on validation
+  double lr = kNaN;        ///< the learning rate of the run kept
   double test = kNaN;
 };
 
-// From the fully quantized best-PTQ model (the fallback groups switched back on), a short
-// fine-tune with frozen activation ranges and weight scales (NVIDIA's recipe: calibrate, then
-// fine-tune with fixed ranges); the straight-through gradients train the float weights. The
-// loss distills the FP32 teacher's sentence embeddings besides the labels: QAT should bring the
-// quantized model back toward FP32, not fine-tune it somewhere else. Dropout is off, so the
-// distillation term is the quantization error itself (the teacher runs in eval mode). The
-// checkpoint best on validation is kept (0 steps included). Leaves the model with it. `start`:
-// when the step began (loading the teacher counts to it).
-// The training both QAT variants share: `steps` of AdamW at options.qat_lr (learned
-// quantizer scales, if any, in their own group at `scale_lr`) with the FP32 teacher's
-// embeddings distilled, validation every qat_steps / qat_checkpoints steps; the checkpoint best
-// on validation is kept (0 steps, `start_validation`, included) and left in the model.
-// `start_test`: test accuracy of the model at 0 steps (NaN: measured when chosen). One row.
+// The training every QAT run shares: options.qat_steps of AdamW at `lr` (learned quantizer
+// scales, if any, in their own group at `scale_lr`) with the FP32 teacher's embeddings
+// distilled, validation every qat_steps / qat_checkpoints steps; the checkpoint best on
+// validation is kept (0 steps, `start_validation`, included) and left in the model. Test is not
+// looked at here. One note with the validation curve.
 Qat train_qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
               const bert::DemoOptions& options, const DemoData& data, const std::string& stage,
-              const std::string& start_label, double start_validation, double start_test,
-              std::vector<at::Tensor> start_parameters, double scale_lr,
-              bert::DemoResults& results) {
+              double start_validation, std::vector<at::Tensor> start_parameters, double lr,
+              double scale_lr, bert::DemoResults& results) {
   Qat out;
+  out.lr = lr;
   out.best_validation = start_validation;
   std::vector<at::Tensor> best_parameters = std::move(start_parameters);
   std::vector<std::pair<int64_t, double>> curve = {{0, out.best_validation}};
@@ -576,8 +586,8 @@ Qat train_qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher
     bert::TrainSettings settings;
     settings.steps = options.qat_steps;
     settings.batch_size = options.batch_size;
-    settings.encoder_lr = options.qat_lr;
-    settings.head_lr = options.qat_lr;
+    settings.encoder_lr = lr;
+    settings.head_lr = lr;
     settings.scale_lr = scale_lr;
     settings.warmup_fraction = 0.0;
     settings.seed = options.seed + 2;
@@ -587,8 +597,8 @@ Qat train_qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher
     settings.dropout = false;
     const int64_t every = std::max<int64_t>(1, options.qat_steps / options.qat_checkpoints);
     say("4. " + stage + ": " + std::to_string(options.qat_steps) + " steps at lr " +
-        fixed(options.qat_lr * 1e6, 1) + "e-6" +
-        (scale_lr > 0 ? " (scales " + fixed(scale_lr * 1e6, 1) + "e-6)" : std::string()) +
+        bert::scientific(lr) +
+        (scale_lr > 0 ? " (scales " + bert::scientific(scale_lr) + ")" : std::string()) +
         ", validation every " + std::to_string(every) + " steps");
     bert::train_classifier(model, data.train, settings, every, [&](int64_t step) {
       const double acc = bert::evaluate(model, data.validation, options.batch_size,
@@ -603,47 +613,80 @@ Qat train_qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher
     });
   }
   bert::restore_parameters(model, best_parameters);
-  out.test = out.best_steps == 0 && !std::isnan(start_test)
-                 ? start_test
-                 : bert::evaluate(model, data.test, options.batch_size, stage + " test").accuracy;
   std::string curve_text;
   for (const auto& [s, a] : curve) {
     curve_text += (curve_text.empty() ? "" : ", ") + std::to_string(s) + ": " + fixed(a * 100, 2);
   }
-  results.rows.push_back({stage, std::to_string(out.best_steps) + " of " +
-                                     std::to_string(options.qat_steps) + " steps (" +
-                                     start_label + ")",
-                          out.best_validation, out.test, "length chosen on validation"});
   results.notes.push_back(stage + " validation accuracy by step: " + curve_text);
   return out;
 }
 
-// From the fully quantized best-PTQ model (the fallback groups switched back on), a short
-// fine-tune with frozen activation ranges and weight scales (NVIDIA's recipe: calibrate, then
-// fine-tune with fixed ranges); the straight-through gradients train the float weights. The
-// loss distills the FP32 teacher's sentence embeddings besides the labels: QAT should bring the
-// quantized model back toward FP32, not fine-tune it somewhere else. Dropout is off, so the
-// distillation term is the quantization error itself (the teacher runs in eval mode). The
-// checkpoint best on validation is kept (0 steps included). Leaves the model with it. `start`:
-// when the step began (loading the teacher counts to it).
+// QAT runs from the same start, one per learning rate of `lrs`; the run with the best
+// validation checkpoint is kept (the first on ties) and left in the model, its test accuracy
+// measured (`start_test` when it chose 0 steps and that is known). One row per run.
+Qat qat_lr_grid(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
+                const bert::DemoOptions& options, const DemoData& data, const std::string& stage,
+                const std::string& start_label, double start_validation, double start_test,
+                const std::vector<at::Tensor>& start_parameters, const std::vector<double>& lrs,
+                double scale_lr, bert::DemoResults& results) {
+  Qat best;
+  std::vector<at::Tensor> best_parameters = start_parameters;
+  std::vector<Qat> runs;
+  for (const double lr : lrs) {
+    const std::string label = lrs.size() > 1 ? stage + " lr " + bert::scientific(lr) : stage;
+    bert::restore_parameters(model, start_parameters);
+    Qat run = train_qat(model, teacher, options, data, label, start_validation, start_parameters,
+                        lr, scale_lr, results);
+    if (runs.empty() || run.best_validation > best.best_validation) {
+      best = run;
+      best_parameters = bert::snapshot_parameters(model);
+    }
+    runs.push_back(run);
+  }
+  bert::restore_parameters(model, best_parameters);
+  best.test = best.best_steps == 0 && !std::isnan(start_test)
+                  ? start_test
+                  : bert::evaluate(model, data.test, options.batch_size, stage + " test").accuracy;
+  for (const Qat& run : runs) {
+    const bool kept = run.lr == best.lr;
+    results.rows.push_back(
+        {stage, std::to_string(run.best_steps) + " of " + std::to_string(options.qat_steps) +
+                    " steps at lr " + bert::scientific(run.lr) + " (" + start_label + ")",
+         run.best_validation, kept ? best.test : kNaN,
+         lrs.size() > 1 ? (kept ? "length and lr chosen on validation" : "not chosen")
+                        : "length chosen on validation"});
+  }
+  return best;
+}
+
+// From the fully quantized base model (the best PTQ, with SmoothQuant when step 2b kept it; the
+// fallback groups switched back on), a short fine-tune with frozen activation ranges and weight
+// scales (NVIDIA's recipe: calibrate, then fine-tune with fixed ranges); the straight-through
+// gradients train the float weights. The loss distills the FP32 teacher's sentence embeddings
+// besides the labels: QAT should bring the quantized model back toward FP32, not fine-tune it
+// somewhere else. Dropout is off, so the distillation term is the quantization error itself
+// (the teacher runs in eval mode). One run per learning rate of the scenario; the length and
+// the rate are chosen on validation (0 steps included). Leaves the model with the choice.
+// `start`: when the step began (loading the teacher counts to it).
 Qat qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
-        const bert::DemoOptions& options, const DemoData& data, const LadderBase& base,
-        const SensitivityAndFallback& fallback, bert::DemoResults& results,
-        Clock::time_point start) {
+        const bert::DemoOptions& options, const DemoData& data, const Scenario& scenario,
+        const LadderBase& base, const SensitivityAndFallback& fallback,
+        bert::DemoResults& results, Clock::time_point start) {
   for (const auto& group : fallback.float_groups) tquant::set_quantizers_enabled(model, group, true);
   tquant::freeze_observers(model);  // ranges stay the calibrated ones during QAT and its evaluations
-  Qat out = train_qat(model, teacher, options, data, "QAT", base.label, base.validation,
-                      base.test, fallback.ptq_parameters, /*scale_lr=*/0.0, results);
+  Qat out = qat_lr_grid(model, teacher, options, data, "QAT", base.label, base.validation,
+                        base.test, fallback.ptq_parameters, scenario.qat_lrs, /*scale_lr=*/0.0,
+                        results);
   results.durations.emplace_back("QAT", seconds_since(start));
   return out;
 }
 
 // QAT with learned scales (W4A8 scenario): a fresh FP32 model prepared with the LSQ mapping
-// (int4 weight scales per channel and the encoder Linears' input scales are parameters),
-// smoothed as step 2b chose, calibrated (the scales start at the calibrated ranges), then the
-// same training as qat() with the scales in their own AdamW group (no weight decay, lr
-// options.qat_scale_lr). Returns the trained model in `lsq_model`.
-Qat qat_lsq(const tquant::QConfigMapping& lsq_mapping, double smooth_alpha,
+// (the int4 weight scales and the encoder Linears' input scales are parameters), smoothed as
+// step 2b chose, calibrated (the scales start at the calibrated ranges), then the same training
+// as qat() at the learning rate fixed-scale QAT chose, with the scales in their own AdamW group
+// (no weight decay, lr options.qat_scale_lr). Returns the trained model in `lsq_model`.
+Qat qat_lsq(const tquant::QConfigMapping& lsq_mapping, double smooth_alpha, double lr,
             bert::BertClassifierImpl& teacher, const bert::DemoOptions& options,
             const DemoData& data, const Fp32Baseline& fp32, const LadderBase& base,
             const bert::RangeChoice& choice, bert::BertClassifier& lsq_model,
@@ -655,9 +698,9 @@ Qat qat_lsq(const tquant::QConfigMapping& lsq_mapping, double smooth_alpha,
       bert::evaluate(*lsq_model, data.validation, options.batch_size, "QAT LSQ validation")
           .accuracy;
   say("QAT LSQ: calibrated start, validation " + fixed(start_validation * 100, 2) + "%");
-  Qat out = train_qat(*lsq_model, teacher, options, data, "QAT LSQ", base.label + ", LSQ",
-                      start_validation, kNaN, bert::snapshot_parameters(*lsq_model),
-                      options.qat_scale_lr, results);
+  Qat out = qat_lr_grid(*lsq_model, teacher, options, data, "QAT LSQ", base.label + ", LSQ",
+                        start_validation, kNaN, bert::snapshot_parameters(*lsq_model), {lr},
+                        options.qat_scale_lr, results);
   results.durations.emplace_back("QAT LSQ", seconds_since(start));
   return out;
 }
@@ -931,11 +974,29 @@ void mark_w4a8_goals(const Fp32Baseline& fp32, const ScenarioRun& run,
                            gain * 100.0 >= 1.0 - 1e-9});
 }
 
-// The calibration report's lines, sensitivity bars and histograms of one scenario.
+// The smoothed layer whose input has the strongest outlier channel (largest max |x_j| over
+// the median over j): the one where SmoothQuant has the most to do. Null if none.
+const tquant::SmoothedLayer* most_outlying_layer(const tquant::SmoothQuantReport& report) {
+  const tquant::SmoothedLayer* chosen = nullptr;
+  double chosen_ratio = 0.0;
+  for (const auto& layer : report.layers) {
+    const double median = layer.act_amax.median().item<double>();
+    const double ratio = layer.act_amax.max().item<double>() / std::max(median, 1e-12);
+    if (std::isfinite(ratio) && ratio > chosen_ratio) {
+      chosen_ratio = ratio;
+      chosen = &layer;
+    }
+  }
+  return chosen;
+}
+
+// The calibration report's lines, sensitivity bars, SmoothQuant chart and histograms of one
+// scenario.
 void add_to_html_report(const bert::DemoOptions& options, const ScenarioRun& run,
                         std::vector<std::string>& summary,
                         std::vector<bert::QuantizerHistogram>& histograms,
-                        std::vector<bert::SensitivityBar>& bars) {
+                        std::vector<bert::SensitivityBar>& bars,
+                        std::vector<bert::SmoothQuantChart>& smooth_quant) {
   const std::string& name = run.scenario.name;
   const Ptq& ptq = run.ptq_result;
   const SensitivityAndFallback& fallback = run.fallback;
@@ -968,6 +1029,14 @@ void add_to_html_report(const bert::DemoOptions& options, const ScenarioRun& run
                     std::to_string(options.qat_steps) + " steps, test " +
                     fixed(run.qat_result.test * 100, 2) + "%; converted: test " +
                     fixed(run.converted.test.accuracy * 100, 2) + "%");
+  if (const tquant::SmoothedLayer* layer = most_outlying_layer(run.smooth.best_tried)) {
+    smooth_quant.push_back({name, *layer, run.smooth.used});
+    summary.push_back(name + " SmoothQuant chart: " + layer->name + ", the smoothed layer with the "
+                      "strongest outlier channel (max |x_j| over the median), at alpha " +
+                      fixed(run.smooth.best_tried_alpha, 2) + " (the lowest validation embedding "
+                      "error of the alphas tried; " +
+                      (run.smooth.used ? "kept" : "not kept: plain PTQ was better") + ")");
+  }
   for (bert::QuantizerHistogram h : ptq.histograms) {
     h.name = name + " " + h.name;
     h.chosen = ptq.best_choice().label;
@@ -989,14 +1058,18 @@ void write_html_report(const bert::DemoOptions& options, const bert::DemoResults
   };
   std::vector<bert::QuantizerHistogram> histograms;
   std::vector<bert::SensitivityBar> bars;
-  for (const auto& run : runs) add_to_html_report(options, run, summary, histograms, bars);
+  std::vector<bert::SmoothQuantChart> smooth_quant;
+  for (const auto& run : runs) {
+    add_to_html_report(options, run, summary, histograms, bars, smooth_quant);
+  }
   bert::write_calibration_report(
       options.out_dir + "/calibration_report.html",
       "tquant calibration report: MiniLM-L6 on fine-food reviews", summary,
       runs.front().ptq_result.choices, runs.front().ptq_result.best_choice().label, histograms,
       bars,
       "embedding error against FP32: mean (1 - cosine) x 1000 on " +
-          std::to_string(runs.front().fallback.ranked_reviews) + " validation reviews");
+          std::to_string(runs.front().fallback.ranked_reviews) + " validation reviews",
+      smooth_quant);
 }
 
 // The closing notes, then results.md / results.json / calibration_report.html and the table
@@ -1063,13 +1136,14 @@ ScenarioRun run_scenario(const std::string& key, const bert::DemoOptions& option
   const auto qat_start = Clock::now();
   // The teacher of QAT and the FP32 baseline of step 5's latency.
   bert::BertClassifier fp32_model = load_fp32_classifier(fp32.config, fp32.checkpoint, seed);
-  run.qat_result =
-      qat(*model, *fp32_model, options, data, run.base, run.fallback, results, qat_start);
+  run.qat_result = qat(*model, *fp32_model, options, data, run.scenario, run.base, run.fallback,
+                       results, qat_start);
   if (run.scenario.lsq_mapping) {
     bert::BertClassifier lsq_model = nullptr;
     const double alpha = run.smooth.used ? run.smooth.alpha : kNaN;
-    const Qat lsq = qat_lsq(*run.scenario.lsq_mapping, alpha, *fp32_model, options, data, fp32,
-                            run.base, ptq_result.best_choice(), lsq_model, results);
+    const Qat lsq = qat_lsq(*run.scenario.lsq_mapping, alpha, run.qat_result.lr, *fp32_model,
+                            options, data, fp32, run.base, ptq_result.best_choice(), lsq_model,
+                            results);
     // The LSQ model goes on to step 5 if it beats fixed-scale QAT (and so the fallback model,
     // which convert_better_model would otherwise restore into it) on validation.
     if (lsq.best_validation > run.qat_result.best_validation &&

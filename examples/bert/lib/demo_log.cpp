@@ -18,6 +18,12 @@ std::string fixed(double value, int digits) {
   return buffer;
 }
 
+std::string scientific(double value) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%g", value);
+  return buffer;
+}
+
 std::string points(double fraction_delta) {
   char buffer[32];
   std::snprintf(buffer, sizeof(buffer), "%+.2f pt", fraction_delta * 100.0);

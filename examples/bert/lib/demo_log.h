@@ -16,6 +16,9 @@ void say(const std::string& text);
 /// `value` with `digits` decimals ("%.*f").
 std::string fixed(double value, int digits);
 
+/// A learning rate and the like in short scientific notation ("%g"): 3e-05 -> "3e-05".
+std::string scientific(double value);
+
 /// An accuracy difference (a fraction) in signed points: 0.003 -> "+0.30 pt".
 std::string points(double fraction_delta);
 

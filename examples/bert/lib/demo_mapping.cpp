@@ -1,7 +1,6 @@
 #include "demo_mapping.h"
 
-#include <c10/util/Exception.h>
-
+#include "tquant/observer.h"
 #include "tquant/qconfig.h"
 
 namespace bert {
@@ -23,20 +22,31 @@ tquant::QConfigMapping demo_int8_mapping(const std::string& prefix, bool float_a
   return mapping;
 }
 
+tquant::QConfig w4a8_per_tensor_qconfig(bool learned) {
+  const auto spec = tquant::QuantSpec(tquant::QuantDtype::kInt4)
+                        .symmetric(true)
+                        .narrow_range(true)
+                        .granularity(tquant::Granularity::kPerTensor);
+  tquant::FakeQuantizeOptions weight(tquant::observer_factory<tquant::MinMaxObserver>(
+      tquant::MinMaxObserverOptions(spec)));
+  if (learned) weight.learnable(tquant::LearnableScaleOptions());
+  tquant::QConfig qconfig = learned ? tquant::w4a8_lsq_qat_qconfig() : tquant::w4a8_qconfig();
+  qconfig.weight = tquant::fake_quantize_factory(weight);
+  return qconfig;
+}
+
 tquant::QConfigMapping demo_w4a8_mapping(const std::string& prefix, bool float_attention,
-                                         int64_t block_size, bool learned_scales) {
-  TORCH_CHECK_VALUE(!learned_scales || block_size == 0,
-                    "demo_w4a8_mapping: learned scales need per-channel int4 (block_size 0), got "
-                    "block_size ", block_size);
+                                         bool learned_scales) {
   tquant::QConfigMapping mapping = demo_int8_mapping(prefix, float_attention);
-  // Added after the INT8 key rule with the same pattern, so it wins the tie (qconfig_mapping.h):
-  // the keys are static too, as no converted scheme pairs int4 weights with per-token inputs.
+  // Added after the INT8 key rule with the same pattern, so it wins the tie (qconfig_mapping.h).
+  const tquant::QConfig per_channel =
+      learned_scales ? tquant::w4a8_lsq_qat_qconfig() : tquant::w4a8_qconfig();
   for (const char* linear : {"attention.self.query", "attention.self.key", "attention.self.value",
-                             "attention.output.dense", "intermediate.dense", "output.dense"}) {
-    mapping.set_module_name_pattern(prefix + "encoder.layer.*." + linear,
-                                    learned_scales ? tquant::w4a8_lsq_qat_qconfig()
-                                                   : tquant::w4a8_qconfig(block_size));
+                             "attention.output.dense", "output.dense"}) {
+    mapping.set_module_name_pattern(prefix + "encoder.layer.*." + linear, per_channel);
   }
+  mapping.set_module_name_pattern(prefix + "encoder.layer.*.intermediate.dense",
+                                  w4a8_per_tensor_qconfig(learned_scales));
   return mapping;
 }
 

@@ -66,6 +66,13 @@ int64_t parse_int(const std::string& option, const std::string& text) {
   }
 }
 
+// "1e-05 / 3e-05"
+std::string join(const std::vector<double>& values) {
+  std::ostringstream out;
+  for (size_t i = 0; i < values.size(); ++i) out << (i ? " / " : "") << values[i];
+  return out.str();
+}
+
 }  // namespace
 
 std::string demo_usage() {
@@ -204,8 +211,10 @@ std::string describe(const DemoOptions& o) {
       << o.head_lr << " head, warm-up " << o.warmup_fraction << "\n"
       << "calibration " << o.calibration_reviews << " reviews; sensitivity ranking on "
       << o.sensitivity_reviews << " validation reviews; QAT " << o.qat_steps
-      << " steps (lr " << o.qat_lr << ", " << o.qat_checkpoints << " checkpoints, distillation "
-      << "weight " << o.qat_distill_weight << "); fallback "
+      << " steps (lr " << o.qat_lr << " INT8, " << join(o.w4a8_qat_lrs) << " W4A8; "
+      << o.qat_checkpoints << " checkpoints, distillation "
+      << "weight " << o.qat_distill_weight << ", LSQ scales lr " << o.qat_scale_lr
+      << "); fallback "
       << "budget " << o.fallback_budget * 100.0 << " point(s)";
   return out.str();
 }

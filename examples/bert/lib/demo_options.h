@@ -49,10 +49,17 @@ struct DemoOptions {
   /// on validation is kept (checkpoint 0 is the PTQ model itself).
   int64_t qat_steps = 28;
   int64_t qat_checkpoints = 4;
+  /// INT8 scenario: the QAT learning rate (AdamW, no warm-up, linear decay).
   double qat_lr = 5e-6;
+  /// W4A8 scenario: the QAT learning rates tried (one fixed-scale run each from the same start;
+  /// length and rate chosen on validation); LSQ then trains at the rate chosen.
+  std::vector<double> w4a8_qat_lrs = {1e-5, 3e-5};
   /// W4A8 scenario, QAT with learned scales (LSQ): AdamW learning rate of the scales (their own
-  /// group, no weight decay).
-  double qat_scale_lr = 1e-5;
+  /// group, no weight decay). Adam moves a parameter by about its rate per step whatever the
+  /// gradient's size, so the rate is set against the scales (int4 weight scales ~1e-2): 1e-3
+  /// lets 28 steps move a scale by a good part of itself; 1e-5 (the first guess) barely moved
+  /// them (docs/bert.md).
+  double qat_scale_lr = 1e-3;
   /// Weight of the distillation term (mean 1 - cosine to the FP32 sentence embeddings) in the
   /// QAT loss, next to the cross-entropy.
   double qat_distill_weight = 100.0;
