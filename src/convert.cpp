@@ -29,7 +29,14 @@ std::string backend_of(const std::string& type, const std::string& scheme) {
     return scheme == "int8_static+relu" ? "oneDNN int8 convolution, ReLU fused (qconv2d_pointwise)"
                                         : "oneDNN int8 convolution (qconv2d_pointwise)";
   }
-  return "int8 GEMM (" + to_string(int8_gemm_path()) + ")";
+  const std::string gemm = "int8 GEMM (" + to_string(int8_gemm_path()) + ")";
+  // W4A8: the packed int4 codes are unpacked to int8 once, at convert / load.
+  if (scheme.rfind("w4a8:block=", 0) == 0) {
+    return "one " + gemm + " per block of " + scheme.substr(11) +
+           " inputs on the int4 codes, the blocks summed in float";
+  }
+  if (scheme == "w4a8") return gemm + " on the int4 codes";
+  return gemm;
 }
 
 /// convert's precondition: every static activation quantizer of a module about to be

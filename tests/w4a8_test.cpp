@@ -272,10 +272,24 @@ TEST(W4A8Convert, QatPresetConvertsToTheSameSchemes) {
   }
 }
 
-TEST(W4A8Convert, ConvertPassReportsTheSchemeOnAModel) {
+TEST(W4A8Convert, ConvertPassReportsTheSchemeAndHowItRuns) {
   TwoLayer model = converted_model(16, 24, 4, w4a8_qconfig(8), 3);
   EXPECT_EQ(model->fc1->converted_scheme(), "w4a8:block=8");
   EXPECT_EQ(model->fc2->converted_scheme(), "w4a8:block=8");
+  // Converting again lists both as already converted, with the backend each runs on.
+  const ConvertReport again = convert(*model);
+  ASSERT_EQ(again.already_converted.size(), 2u) << again;
+  EXPECT_EQ(again.already_converted[0].scheme, "w4a8:block=8");
+  EXPECT_NE(again.already_converted[0].backend.find("per block of 8 inputs"), std::string::npos)
+      << again.already_converted[0].backend;
+
+  TwoLayer per_channel = converted_model(16, 24, 4, w4a8_qconfig(), 4);
+  const ConvertReport report = convert(*per_channel);
+  ASSERT_EQ(report.already_converted.size(), 2u) << report;
+  EXPECT_EQ(report.already_converted[1].scheme, "w4a8");
+  EXPECT_NE(report.already_converted[1].backend.find("on the int4 codes"), std::string::npos)
+      << report.already_converted[1].backend;
+  EXPECT_EQ(report.already_converted[1].backend.find("per block"), std::string::npos);
 }
 
 TEST(W4A8Convert, NonFiniteInputRowsGiveNaNRowsAndLeaveTheOthersAlone) {
