@@ -77,7 +77,9 @@ struct Scenario {
   bool smooth_quant = false;  ///< the W4A8 ladder's SmoothQuant step
   /// The W4A8 ladder's QAT with learned scales (LSQ): the mapping with learnable quantizers.
   std::optional<tquant::QConfigMapping> lsq_mapping;
-  /// QAT learning rates tried (one run each from the same start, the best on validation kept).
+  /// QAT: steps of each run, and the learning rates tried (one run each from the same start,
+  /// the best on validation kept).
+  int64_t qat_steps = 0;
   std::vector<double> qat_lrs;
   std::string file(const bert::DemoOptions& options, const std::string& name) const {
     return options.out_dir + "/" + file_prefix + name;
@@ -89,11 +91,11 @@ Scenario make_scenario(const std::string& key, const bert::DemoOptions& options)
     return {"W4A8", "w4a8_", "minilm_fine_foods_w4a8.safetensors",
             bert::demo_w4a8_mapping("bert.", options.float_attention), true,
             bert::demo_w4a8_mapping("bert.", options.float_attention, /*learned_scales=*/true),
-            options.w4a8_qat_lrs};
+            options.w4a8_qat_steps, options.w4a8_qat_lrs};
   }
   return {"INT8", "", "minilm_fine_foods_int8.safetensors",
           bert::demo_int8_mapping("bert.", options.float_attention), false, std::nullopt,
-          {options.qat_lr}};
+          options.qat_steps, {options.qat_lr}};
 }
 
 // ---- the data --------------------------------------------------------------------------------
@@ -572,7 +574,7 @@ struct Qat {
   double test = kNaN;
 };
 
-// The training every QAT run shares: options.qat_steps of AdamW at `lr` (learned quantizer
+// The training every QAT run shares: `steps` of AdamW at `lr` (learned quantizer
 // scales, if any, in their own group at `scale_lr`) with the FP32 teacher's embeddings
 // distilled, a validation checkpoint every qat_steps / qat_checkpoints steps. The checkpoint
 // kept (and left in the model) is the one with the lowest validation embedding error against
@@ -582,7 +584,7 @@ struct Qat {
 Qat train_qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
               const bert::DemoOptions& options, const DemoData& data, const Fp32Baseline& fp32,
               const std::string& stage, const LadderBase& start,
-              std::vector<at::Tensor> start_parameters, double lr, double scale_lr,
+              std::vector<at::Tensor> start_parameters, int64_t steps, double lr, double scale_lr,
               bert::DemoResults& results) {
   Qat out;
   out.lr = lr;
@@ -594,9 +596,9 @@ Qat train_qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher
            fixed(error * 1000, 1) + "e-3";
   };
   std::string curve_text = checkpoint_text(0, start.validation, start.embedding_error);
-  if (options.qat_steps > 0) {
+  if (steps > 0) {
     bert::TrainSettings settings;
-    settings.steps = options.qat_steps;
+    settings.steps = steps;
     settings.batch_size = options.batch_size;
     settings.encoder_lr = lr;
     settings.head_lr = lr;
@@ -607,8 +609,8 @@ Qat train_qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher
     settings.teacher = &teacher;
     settings.distill_weight = options.qat_distill_weight;
     settings.dropout = false;
-    const int64_t every = std::max<int64_t>(1, options.qat_steps / options.qat_checkpoints);
-    say("4. " + stage + ": " + std::to_string(options.qat_steps) + " steps at lr " +
+    const int64_t every = std::max<int64_t>(1, steps / options.qat_checkpoints);
+    say("4. " + stage + ": " + std::to_string(steps) + " steps at lr " +
         bert::scientific(lr) +
         (scale_lr > 0 ? " (scales " + bert::scientific(scale_lr) + ")" : std::string()) +
         ", validation every " + std::to_string(every) + " steps");
@@ -639,16 +641,16 @@ Qat train_qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher
 Qat qat_lr_grid(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
                 const bert::DemoOptions& options, const DemoData& data, const Fp32Baseline& fp32,
                 const std::string& stage, const LadderBase& start,
-                const std::vector<at::Tensor>& start_parameters, const std::vector<double>& lrs,
-                double scale_lr, bert::DemoResults& results) {
+                const std::vector<at::Tensor>& start_parameters, int64_t steps,
+                const std::vector<double>& lrs, double scale_lr, bert::DemoResults& results) {
   Qat best;
   std::vector<at::Tensor> best_parameters = start_parameters;
   std::vector<Qat> runs;
   for (const double lr : lrs) {
     const std::string label = lrs.size() > 1 ? stage + " lr " + bert::scientific(lr) : stage;
     bert::restore_parameters(model, start_parameters);
-    Qat run = train_qat(model, teacher, options, data, fp32, label, start, start_parameters, lr,
-                        scale_lr, results);
+    Qat run = train_qat(model, teacher, options, data, fp32, label, start, start_parameters,
+                        steps, lr, scale_lr, results);
     if (runs.empty() || run.best_error < best.best_error) {
       best = run;
       best_parameters = bert::snapshot_parameters(model);
@@ -662,7 +664,7 @@ Qat qat_lr_grid(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teach
   for (const Qat& run : runs) {
     const bool kept = run.lr == best.lr;
     results.rows.push_back(
-        {stage, std::to_string(run.best_steps) + " of " + std::to_string(options.qat_steps) +
+        {stage, std::to_string(run.best_steps) + " of " + std::to_string(steps) +
                     " steps at lr " + bert::scientific(run.lr) + " (" + start.label + ")",
          run.best_validation, kept ? best.test : kNaN,
          "emb. error " + fixed(run.best_error * 1000, 2) + "e-3" +
@@ -689,7 +691,8 @@ Qat qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
   for (const auto& group : fallback.float_groups) tquant::set_quantizers_enabled(model, group, true);
   tquant::freeze_observers(model);  // ranges stay the calibrated ones during QAT and its evaluations
   Qat out = qat_lr_grid(model, teacher, options, data, fp32, "QAT", base,
-                        fallback.ptq_parameters, scenario.qat_lrs, /*scale_lr=*/0.0, results);
+                        fallback.ptq_parameters, scenario.qat_steps, scenario.qat_lrs,
+                        /*scale_lr=*/0.0, results);
   results.durations.emplace_back("QAT", seconds_since(start));
   return out;
 }
@@ -699,7 +702,8 @@ Qat qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
 // step 2b chose, calibrated (the scales start at the calibrated ranges), then the same training
 // as qat() at the learning rate fixed-scale QAT chose, with the scales in their own AdamW group
 // (no weight decay, lr options.qat_scale_lr). Returns the trained model in `lsq_model`.
-Qat qat_lsq(const tquant::QConfigMapping& lsq_mapping, double smooth_alpha, double lr,
+Qat qat_lsq(const tquant::QConfigMapping& lsq_mapping, double smooth_alpha, int64_t steps,
+            double lr,
             bert::BertClassifierImpl& teacher, const bert::DemoOptions& options,
             const DemoData& data, const Fp32Baseline& fp32, const LadderBase& base,
             const bert::RangeChoice& choice, bert::BertClassifier& lsq_model,
@@ -714,8 +718,8 @@ Qat qat_lsq(const tquant::QConfigMapping& lsq_mapping, double smooth_alpha, doub
   say("QAT LSQ: calibrated start, validation " + fixed(start.validation * 100, 2) +
       "%, embedding error " + fixed(start.embedding_error * 1000, 3) + "e-3");
   Qat out = qat_lr_grid(*lsq_model, teacher, options, data, fp32, "QAT LSQ", start,
-                        bert::snapshot_parameters(*lsq_model), {lr}, options.qat_scale_lr,
-                        results);
+                        bert::snapshot_parameters(*lsq_model), steps, {lr},
+                        options.qat_scale_lr, results);
   results.durations.emplace_back("QAT LSQ", seconds_since(step_start));
   return out;
 }
@@ -1007,7 +1011,7 @@ const tquant::SmoothedLayer* most_outlying_layer(const tquant::SmoothQuantReport
 
 // The calibration report's lines, sensitivity bars, SmoothQuant chart and histograms of one
 // scenario.
-void add_to_html_report(const bert::DemoOptions& options, const ScenarioRun& run,
+void add_to_html_report(const ScenarioRun& run,
                         std::vector<std::string>& summary,
                         std::vector<bert::QuantizerHistogram>& histograms,
                         std::vector<bert::SensitivityBar>& bars,
@@ -1041,7 +1045,7 @@ void add_to_html_report(const bert::DemoOptions& options, const ScenarioRun& run
                     fixed(fallback.fallback.quantized_metric * 100, 2) +
                     "%), kept in float: " + kept_in_float(fallback.float_groups));
   summary.push_back(name + " QAT: " + std::to_string(run.qat_result.best_steps) + " of " +
-                    std::to_string(options.qat_steps) + " steps, test " +
+                    std::to_string(run.scenario.qat_steps) + " steps, test " +
                     fixed(run.qat_result.test * 100, 2) + "%; converted: test " +
                     fixed(run.converted.test.accuracy * 100, 2) + "%");
   if (const tquant::SmoothedLayer* layer = most_outlying_layer(run.smooth.best_tried)) {
@@ -1075,7 +1079,7 @@ void write_html_report(const bert::DemoOptions& options, const bert::DemoResults
   std::vector<bert::SensitivityBar> bars;
   std::vector<bert::SmoothQuantChart> smooth_quant;
   for (const auto& run : runs) {
-    add_to_html_report(options, run, summary, histograms, bars, smooth_quant);
+    add_to_html_report(run, summary, histograms, bars, smooth_quant);
   }
   bert::write_calibration_report(
       options.out_dir + "/calibration_report.html",
@@ -1156,7 +1160,8 @@ ScenarioRun run_scenario(const std::string& key, const bert::DemoOptions& option
   if (run.scenario.lsq_mapping) {
     bert::BertClassifier lsq_model = nullptr;
     const double alpha = run.smooth.used ? run.smooth.alpha : kNaN;
-    const Qat lsq = qat_lsq(*run.scenario.lsq_mapping, alpha, run.qat_result.lr, *fp32_model,
+    const Qat lsq = qat_lsq(*run.scenario.lsq_mapping, alpha, run.scenario.qat_steps,
+                            run.qat_result.lr, *fp32_model,
                             options, data, fp32, run.base, ptq_result.best_choice(), lsq_model,
                             results);
     // The LSQ model goes on to step 5 if its validation embedding error is lower than

@@ -104,6 +104,7 @@ void apply_quick_mode(DemoOptions& options) {
   options.calibration_reviews = 64;
   options.sensitivity_reviews = 64;
   options.qat_steps = 12;
+  options.w4a8_qat_steps = 12;
   options.qat_checkpoints = 3;
   options.latency_warmup = 1;
 }
@@ -210,8 +211,9 @@ std::string describe(const DemoOptions& o) {
       << "fine-tune " << o.epochs << " epoch(s), AdamW lr " << o.encoder_lr << " encoder / "
       << o.head_lr << " head, warm-up " << o.warmup_fraction << "\n"
       << "calibration " << o.calibration_reviews << " reviews; sensitivity ranking on "
-      << o.sensitivity_reviews << " validation reviews; QAT " << o.qat_steps
-      << " steps (lr " << o.qat_lr << " INT8, " << join(o.w4a8_qat_lrs) << " W4A8; "
+      << o.sensitivity_reviews << " validation reviews; QAT " << o.qat_steps << " steps at lr "
+      << o.qat_lr << " (INT8), " << o.w4a8_qat_steps << " steps at lr " << join(o.w4a8_qat_lrs)
+      << " (W4A8; "
       << o.qat_checkpoints << " checkpoints, distillation "
       << "weight " << o.qat_distill_weight << ", LSQ scales lr " << o.qat_scale_lr
       << "); fallback "
