@@ -61,8 +61,8 @@ struct DemoOptions {
   /// W4A8 scenario, QAT with learned scales (LSQ): AdamW learning rate of the scales (their own
   /// group, no weight decay). Adam moves a parameter by about its rate per step whatever the
   /// gradient's size, so the rate is set against the scales (int4 weight scales ~1e-2): 1e-3
-  /// lets 28 steps move a scale by a good part of itself; 1e-5 (the first guess) barely moved
-  /// them (docs/bert.md).
+  /// lets a QAT run of 28-56 steps move a scale by a good part of itself; 1e-5 (the first
+  /// guess) barely moved them (docs/bert.md).
   double qat_scale_lr = 1e-3;
   /// Weight of the distillation term (mean 1 - cosine to the FP32 sentence embeddings) in the
   /// QAT loss, next to the cross-entropy.
