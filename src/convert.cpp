@@ -31,8 +31,9 @@ std::string backend_of(const std::string& type, const std::string& scheme) {
   }
   const std::string gemm = "int8 GEMM (" + to_string(int8_gemm_path()) + ")";
   // W4A8: the packed int4 codes are unpacked to int8 once, at convert / load.
-  if (scheme.rfind("w4a8:block=", 0) == 0) {
-    return "one " + gemm + " per block of " + scheme.substr(11) +
+  const std::string per_block = "w4a8:block=";
+  if (scheme.rfind(per_block, 0) == 0) {
+    return "one " + gemm + " per block of " + scheme.substr(per_block.size()) +
            " inputs on the int4 codes, the blocks summed in float";
   }
   if (scheme == "w4a8") return gemm + " on the int4 codes";

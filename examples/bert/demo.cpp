@@ -374,13 +374,12 @@ bert::BertClassifier calibrated_copy(const tquant::QConfigMapping& mapping, doub
 }
 
 struct SmoothQuantStep {
-  bool used = false;  ///< a smoothed model won on validation and replaced the PTQ model
+  /// The alpha with the lowest validation embedding error beat plain PTQ and its model replaced
+  /// the PTQ model.
+  bool used = false;
+  /// That alpha and its report, kept or not (the calibration report charts its factors).
   double alpha = kNaN;
-  tquant::SmoothQuantReport report;  ///< of the chosen alpha
-  /// The alpha with the lowest validation embedding error and its report, kept or not (the
-  /// calibration report charts its factors).
-  double best_tried_alpha = kNaN;
-  tquant::SmoothQuantReport best_tried;
+  tquant::SmoothQuantReport report;
 };
 
 // For each alpha: a fresh FP32 model, prepared with the scenario's mapping, tquant::smooth_quant
@@ -394,8 +393,8 @@ SmoothQuantStep smooth_quant_step(bert::BertClassifier& model, const Scenario& s
                                   bert::DemoResults& results) {
   const auto start = Clock::now();
   SmoothQuantStep out;
-  double best_error = ptq.embedding_error[ptq.best];
-  double best_tried_error = std::numeric_limits<double>::infinity();
+  const double plain_error = ptq.embedding_error[ptq.best];
+  double best_error = std::numeric_limits<double>::infinity();
   bert::BertClassifier best_model = nullptr;
   double best_validation = kNaN;
   std::string errors;
@@ -413,12 +412,7 @@ SmoothQuantStep smooth_quant_step(bert::BertClassifier& model, const Scenario& s
         fixed(r.accuracy * 100, 2) + "%, embedding error " + fixed(error * 1000, 3) + "e-3");
     errors += (errors.empty() ? "" : ", ") + fixed(alpha, 2) + ": " + fixed(r.accuracy * 100, 2) +
               "% / " + fixed(error * 1000, 2) + "e-3";
-    if (error < best_tried_error) {
-      best_tried_error = error;
-      out.best_tried_alpha = alpha;
-      out.best_tried = report;
-    }
-    if (error < best_error) {  // strictly lower than plain PTQ and the alphas before
+    if (error < best_error) {  // strictly lower than the alphas before
       best_error = error;
       best_model = candidate;
       best_validation = r.accuracy;
@@ -428,8 +422,8 @@ SmoothQuantStep smooth_quant_step(bert::BertClassifier& model, const Scenario& s
   }
   results.notes.push_back("SmoothQuant (" + ptq.best_choice().label +
                           "), alpha: validation accuracy / embedding error: " + errors +
-                          "; plain PTQ " + fixed(ptq.embedding_error[ptq.best] * 1000, 2) + "e-3");
-  if (!best_model.is_empty()) {
+                          "; plain PTQ " + fixed(plain_error * 1000, 2) + "e-3");
+  if (best_error < plain_error) {
     out.used = true;
     model = best_model;
     base.label = ptq.best_choice().label + " + SmoothQuant alpha " + fixed(out.alpha, 2);
@@ -643,35 +637,38 @@ Qat qat_lr_grid(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teach
                 const std::string& stage, const LadderBase& start,
                 const std::vector<at::Tensor>& start_parameters, int64_t steps,
                 const std::vector<double>& lrs, double scale_lr, bert::DemoResults& results) {
-  Qat best;
-  std::vector<at::Tensor> best_parameters = start_parameters;
+  size_t best = 0;
+  std::vector<at::Tensor> best_parameters;
   std::vector<Qat> runs;
   for (const double lr : lrs) {
     const std::string label = lrs.size() > 1 ? stage + " lr " + bert::scientific(lr) : stage;
     bert::restore_parameters(model, start_parameters);
     Qat run = train_qat(model, teacher, options, data, fp32, label, start, start_parameters,
                         steps, lr, scale_lr, results);
-    if (runs.empty() || run.best_error < best.best_error) {
-      best = run;
+    if (runs.empty() || run.best_error < runs[best].best_error) {
+      best = runs.size();
       best_parameters = bert::snapshot_parameters(model);
     }
     runs.push_back(run);
   }
   bert::restore_parameters(model, best_parameters);
-  best.test = best.best_steps == 0 && !std::isnan(start.test)
-                  ? start.test
-                  : bert::evaluate(model, data.test, options.batch_size, stage + " test").accuracy;
-  for (const Qat& run : runs) {
-    const bool kept = run.lr == best.lr;
+  Qat& kept_run = runs[best];
+  kept_run.test = kept_run.best_steps == 0 && !std::isnan(start.test)
+                      ? start.test
+                      : bert::evaluate(model, data.test, options.batch_size, stage + " test")
+                            .accuracy;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Qat& run = runs[i];
+    const bool kept = i == best;
     results.rows.push_back(
         {stage, std::to_string(run.best_steps) + " of " + std::to_string(steps) +
                     " steps at lr " + bert::scientific(run.lr) + " (" + start.label + ")",
-         run.best_validation, kept ? best.test : kNaN,
+         run.best_validation, run.test,
          "emb. error " + fixed(run.best_error * 1000, 2) + "e-3" +
              (lrs.size() > 1 ? (kept ? ", length and lr chosen on validation" : ", not chosen")
                              : ", length chosen on validation")});
   }
-  return best;
+  return kept_run;
 }
 
 // From the fully quantized base model (the best PTQ, with SmoothQuant when step 2b kept it; the
@@ -1048,11 +1045,11 @@ void add_to_html_report(const ScenarioRun& run,
                     std::to_string(run.scenario.qat_steps) + " steps, test " +
                     fixed(run.qat_result.test * 100, 2) + "%; converted: test " +
                     fixed(run.converted.test.accuracy * 100, 2) + "%");
-  if (const tquant::SmoothedLayer* layer = most_outlying_layer(run.smooth.best_tried)) {
+  if (const tquant::SmoothedLayer* layer = most_outlying_layer(run.smooth.report)) {
     smooth_quant.push_back({name, *layer, run.smooth.used});
     summary.push_back(name + " SmoothQuant chart: " + layer->name + ", the smoothed layer with the "
                       "strongest outlier channel (max |x_j| over the median), at alpha " +
-                      fixed(run.smooth.best_tried_alpha, 2) + " (the lowest validation embedding "
+                      fixed(run.smooth.alpha, 2) + " (the lowest validation embedding "
                       "error of the alphas tried; " +
                       (run.smooth.used ? "kept" : "not kept: plain PTQ was better") + ")");
   }
