@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
   std::printf("median times; 'min' columns: ratios of the fastest repetitions\n");
   std::printf("%6s %6s %6s | %9s %9s %9s | %8s %8s | %9s %9s %9s | %12s | %10s %10s\n", "M", "K",
               "N", "fp32 ms", "static ms", "dyn ms", "x static", "x dyn", "fp32 GF/s", "st GOP/s",
-              "dy GOP/s", "int_mm st ms", "x st (min)", "x dy (min)");
+              "dy GOP/s", "int16 st ms", "x st (min)", "x dy (min)");
   const std::vector<int64_t> ms = {128, 1024};
   const std::vector<std::pair<int64_t, int64_t>> kns = {{768, 3072}, {3072, 768}, {768, 768}};
   for (int64_t m : ms) {
@@ -48,8 +48,9 @@ int main(int argc, char** argv) {
       auto b = at::randn({n});
       auto weight = tquant::prepare_int8_weight(w);
       const double sx = x.abs().max().item<double>() / 127;
-      // The fallback path on the same data, for comparison (docs/backends.md).
-      auto weight_mm = tquant::prepare_int8_weight(w, tquant::Int8GemmPath::kIntMm);
+      // tquant's own int16 multiply-add kernel (the path of CPUs without VNNI) on the same
+      // data, for comparison (docs/backends.md).
+      auto weight_mm = tquant::prepare_int8_weight(w, tquant::Int8GemmPath::kInt16Madd);
       at::Tensor sink;
       const auto t = tquant::bench::median_ms({[&] { sink = at::linear(x, w, b); },
                                 [&] { sink = tquant::int8_linear_static(x, sx, weight, b); },

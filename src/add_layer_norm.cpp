@@ -83,7 +83,7 @@ bool fused_kernel_applies(const at::Tensor& x, const at::Tensor& residual,
   auto recorded = [](const at::Tensor& t) { return t.defined() && t.requires_grad(); };
   const bool needs_grad = at::GradMode::is_enabled() && (recorded(x) || recorded(residual) ||
                                                          recorded(weight) || recorded(bias));
-  return detail::cpu_has_avx512f() && x.numel() > 0 && plain(x) && plain(residual) && plain(weight) &&
+  return detail::kernels_use_avx512() && x.numel() > 0 && plain(x) && plain(residual) && plain(weight) &&
          plain(bias) && !needs_grad;
 }
 

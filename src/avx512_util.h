@@ -1,21 +1,24 @@
 #pragma once
 
 // Internal: what tquant's AVX-512 loops share (src/gemm_cpu.cpp, src/functional.cpp,
-// src/add_layer_norm.cpp, src/int8_vnni_gemm.*): the runtime check and the tail mask.
+// src/add_layer_norm.cpp, src/int8_vnni_gemm.*): the run-time choice and the tail mask.
 
 #include <immintrin.h>
 
 #include <cstdint>
 
-/// The instruction set of the AVX-512F loops (callers check cpu_has_avx512f() first).
+#include "tquant/cpu_features.h"
+
+/// The instruction set of the AVX-512F loops (callers check kernels_use_avx512() first).
 #define TQUANT_AVX512F __attribute__((target("avx512f")))
 
 namespace tquant::detail {
 
-/// True when this CPU runs AVX-512F code (checked once).
-inline bool cpu_has_avx512f() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
+/// True when tquant's kernels may use AVX-512 here: the CPU has it and no cap forbids it
+/// (tquant/cpu_features.h).
+inline bool kernels_use_avx512() {
+  static const bool use = cpu_isa() >= CpuIsa::kAvx512Core;
+  return use;
 }
 
 /// Mask of the first min(left, 16) lanes of a 16-lane vector (the tail of a row).

@@ -23,11 +23,15 @@ std::string backend_of(const std::string& type, const std::string& scheme) {
     const std::string what = type == "QuantMatMul" ? "batched int8 product" : "fused int8 attention";
     return int8_cpu_kernels_available()
                ? what + " (AVX-512 VNNI kernel, one head per task)"
-               : what + " as its exact reference (no AVX-512 VNNI on this CPU: slower than float)";
+               : what + " as its exact reference (no AVX-512 VNNI for tquant's kernels here: "
+                        "float GEMMs of the int8 codes, whose sums are exact)";
   }
   if (type == "QuantConv2d") {
-    return scheme == "int8_static+relu" ? "oneDNN int8 convolution, ReLU fused (qconv2d_pointwise)"
-                                        : "oneDNN int8 convolution (qconv2d_pointwise)";
+    const std::string relu = scheme == "int8_static+relu" ? ", ReLU fused" : "";
+    return detail::onednn_int8_sums_exact()
+               ? "oneDNN int8 convolution" + relu + " (qconv2d_pointwise)"
+               : "float convolution of the int8 codes" + relu +
+                     " (exact sums; oneDNN's int8 kernels would saturate on this CPU)";
   }
   const std::string gemm = "int8 GEMM (" + to_string(int8_gemm_path()) + ")";
   // W4A8: the packed int4 codes are unpacked to int8 once, at convert / load.

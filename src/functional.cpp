@@ -38,7 +38,7 @@ TQUANT_AVX512F bool has_nonfinite_avx512(const float* x, int64_t n) {
 // Whether x holds a NaN or Inf: one read pass over float32 CPU tensors on AVX-512 CPUs (the
 // common case of fake quantization in QAT and calibration), ATen's isfinite otherwise.
 bool has_nonfinite(const at::Tensor& x) {
-  if (!(detail::cpu_has_avx512f() && x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous())) {
+  if (!(detail::kernels_use_avx512() && x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous())) {
     return !at::isfinite(x).all().item<bool>();
   }
   const float* data = x.const_data_ptr<float>();

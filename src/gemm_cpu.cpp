@@ -15,11 +15,14 @@
 #include <utility>
 #include <vector>
 
+#include "tquant/cpu_features.h"
 #include "tquant/functional.h"
 #include "tquant/gemm.h"
 #include "tquant/qparams.h"
 
 #include "avx512_util.h"
+#include "int16_madd_linear.h"
+#include "int8_vnni_gemm.h"
 
 namespace tquant {
 
@@ -30,7 +33,8 @@ constexpr float kQMax = 127.0f;
 // oneDNN's VNNI kernels take unsigned activations (vpdpbusd is u8 x s8). A signed code q is
 // passed as q + 128 with zero point 128; oneDNN subtracts 128 * sum_k w[n, k] (precomputed at
 // prepack) so the accumulator is exactly sum_k q[m, k] * w[n, k]. Passing int8 activations
-// directly makes oneDNN 3.10 fall back to its scalar reference matmul (measured: ref_matmul_int8).
+// directly makes oneDNN 3.10 fall back to its scalar reference matmul (measured: ref_matmul_int8)
+// except where it runs AMX (PathChoice::signed_from_rows).
 constexpr int64_t kActivationZeroPoint = 128;
 
 QuantSpec weight_spec() {
@@ -45,43 +49,148 @@ const c10::OperatorHandle* find_op(const char* name) {
 }
 
 struct PathChoice {
-  Int8GemmPath path = Int8GemmPath::kIntMm;
+  Int8GemmPath path = Int8GemmPath::kInt16Madd;
   std::string reason;
   const c10::OperatorHandle* qlinear = nullptr;
   const c10::OperatorHandle* prepack = nullptr;
+  // Whether oneDNN's int8 kernels (behind qlinear and at::_int_mm) sum exactly here.
+  bool onednn_exact = false;
+  // Whether at::_int_mm sums exactly here: LibTorch calls oneDNN only on a CPU with AVX-512
+  // VNNI (its own check, blind to ONEDNN_MAX_CPU_ISA), and an exact scalar loop elsewhere.
+  bool int_mm_exact = false;
+  // From this many rows on, the oneDNN path passes signed int8 activations (zero point 0) instead
+  // of uint8 ones (zero point 128): where oneDNN runs AMX (from 16 rows, observed with oneDNN
+  // 3.10), its uint8 kernel subtracts the zero point's share in float32, which rounds sums
+  // above 2^24 (off by one at K = 1024 with codes +-127), while its int8 x int8 AMX kernel needs
+  // no zero point. Below it, and on CPUs without AMX, oneDNN's int8 x int8 kernel is its scalar
+  // reference: uint8 it is.
+  int64_t signed_from_rows = std::numeric_limits<int64_t>::max();
 };
+
+at::Tensor qlinear_onednn_op(const c10::OperatorHandle& qlinear, const at::Tensor& qx,
+                             double x_scale, const Int8Weight& weight, const at::Tensor& w_scale,
+                             const c10::optional<at::Tensor>& bias, bool gelu);
+
+// The codes the probes below multiply: weight rows of +127 and -127, activations of code 127,
+// K = 1040, the largest K whose exact sums (+-127 * 127 * K = +-16,774,160) float32 holds. They
+// saturate a pre-VNNI multiply (u8 255 * 127 * 2 = 64770 > 32767 per pair) and show a zero
+// point applied in float32 (the uint8 sums reach 255 * 127 * K > 2^24).
+constexpr int64_t kProbeK = 1040, kProbeN = 16;
+at::Tensor probe_weight_codes() {
+  at::Tensor qw = at::full({kProbeN, kProbeK}, 127, at::kChar);
+  qw.narrow(0, 0, kProbeN / 2).fill_(-127);
+  return qw;
+}
+at::Tensor probe_expected(int64_t m) {
+  return at::matmul(at::full({m, kProbeK}, 127.0, at::kDouble),
+                    probe_weight_codes().to(at::kDouble).t())
+      .to(at::kFloat);
+}
+
+// Runs oneDNN's int8 Linear on the probe codes at the row counts where its kernel choice
+// differs (uint8 activations below c.signed_from_rows, int8 from there) and checks every sum is
+// exact. Guards against a oneDNN dispatch the CPU-feature rule missed.
+bool onednn_sums_exact(const PathChoice& c) {
+  const at::Tensor qw = probe_weight_codes();
+  torch::jit::Stack stack{c10::IValue(qw), c10::IValue()};
+  c.prepack->callBoxed(&stack);
+  Int8Weight weight;
+  weight.qweight = qw;
+  weight.scale = at::ones({kProbeN});
+  weight.packed = stack.at(0).toTensor();
+  weight.path = Int8GemmPath::kOneDnnQLinear;
+  for (int64_t m : {1, 4, 8, 15, 16, 17, 64, 256}) {
+    const bool is_signed = m >= c.signed_from_rows;
+    const at::Tensor qx = is_signed ? at::full({m, kProbeK}, 127, at::kChar)
+                                    : at::full({m, kProbeK}, 255, at::kByte);  // 127 + 128
+    const at::Tensor y =
+        qlinear_onednn_op(*c.qlinear, qx, 1.0, weight, weight.scale, c10::nullopt, false);
+    if (!at::equal(y, probe_expected(m))) return false;
+  }
+  return true;
+}
+
+// at::_int_mm on the probe codes (it calls oneDNN's int8 x int8 GEMM on VNNI CPUs).
+bool int_mm_sums_exact() {
+  const at::Tensor qw_t = probe_weight_codes().t().contiguous();
+  for (int64_t m : {1, 7, 16, 64}) {
+    const at::Tensor acc = at::_int_mm(at::full({m, kProbeK}, 127, at::kChar), qw_t);
+    if (!at::equal(acc.to(at::kFloat), probe_expected(m))) return false;
+  }
+  return true;
+}
 
 const PathChoice& path_choice() {
   static const PathChoice choice = [] {
     PathChoice c;
+    const CpuFeatures& cpu = cpu_features();
     const char* env = std::getenv("TQUANT_INT8_GEMM");
     if (at::hasMKLDNN()) {
       c.qlinear = find_op("onednn::qlinear_pointwise");
       c.prepack = find_op("onednn::qlinear_prepack");
+      if (c.qlinear == nullptr || c.prepack == nullptr) c.qlinear = c.prepack = nullptr;
     }
-    if (!at::hasMKLDNN()) {
-      c.reason = "at::_int_mm: this LibTorch has no oneDNN (mkldnn)";
-      return c;
-    }
-    if (c.qlinear == nullptr || c.prepack == nullptr) {
-      c.qlinear = c.prepack = nullptr;
-      c.reason = "at::_int_mm: onednn::qlinear_pointwise / qlinear_prepack are not registered";
-      return c;
-    }
+    c.onednn_exact = at::hasMKLDNN() && cpu.onednn_int8_exact;
+    if (cpu.onednn_amx) c.signed_from_rows = 16;
+    if (c.onednn_exact && c.prepack != nullptr && !onednn_sums_exact(c)) c.onednn_exact = false;
+    c.int_mm_exact = !at::hasMKLDNN() || !cpu.has_avx512_vnni || c.onednn_exact;
+    if (c.int_mm_exact && at::hasMKLDNN() && cpu.has_avx512_vnni) c.int_mm_exact = int_mm_sums_exact();
+    const std::string int16 = "tquant's int16 multiply-add kernel (" + to_string(cpu.kernels) +
+                              "; exact int32 sums where oneDNN's int8 kernels ";
     if (env != nullptr && std::string(env) == "int_mm") {
+      c.path = Int8GemmPath::kIntMm;
       c.reason = "at::_int_mm: forced by TQUANT_INT8_GEMM=int_mm";
+      if (!c.int_mm_exact) {
+        c.path = Int8GemmPath::kInt16Madd;
+        c.reason = int16 + "saturate; TQUANT_INT8_GEMM=int_mm ignored: at::_int_mm is not exact "
+                           "on this CPU)";
+      }
+      return c;
+    }
+    if (env != nullptr && std::string(env) == "int16_madd") {
+      c.reason = int16 + "may saturate; forced by TQUANT_INT8_GEMM=int16_madd)";
+      return c;
+    }
+    if (c.qlinear == nullptr) {
+      c.reason = int16 + "are unavailable: " +
+                 (at::hasMKLDNN() ? "onednn::qlinear_pointwise is not registered)"
+                                  : "this LibTorch has no oneDNN)");
+      return c;
+    }
+    if (!c.onednn_exact) {
+      c.reason = int16 + "saturate: no VNNI for oneDNN on this CPU" +
+                 (cpu.onednn_cap.empty() ? "" : " under ONEDNN_MAX_CPU_ISA=" + cpu.onednn_cap) +
+                 ")";
       return c;
     }
     c.path = Int8GemmPath::kOneDnnQLinear;
     c.reason =
-        "onednn::qlinear_pointwise (oneDNN int8 matmul, u8 activations with zero point 128, "
-        "prepacked s8 weight, per-channel scale and bias fused in the epilogue)";
+        "onednn::qlinear_pointwise (oneDNN int8 matmul with VNNI, u8 activations with zero point "
+        "128, prepacked s8 weight, per-channel scale and bias fused in the epilogue)";
     return c;
   }();
   return choice;
 }
 
-using detail::cpu_has_avx512f;
+// Whether `path` gives exact int32 sums on this CPU (a path that saturates is never used).
+void check_path_is_exact(Int8GemmPath path, const char* op) {
+  const auto& c = path_choice();
+  if (path == Int8GemmPath::kOneDnnQLinear) {
+    TORCH_CHECK_VALUE(c.prepack != nullptr, op, ": the oneDNN path was asked for but is "
+                      "unavailable (", c.reason, ")");
+    TORCH_CHECK_VALUE(c.onednn_exact, op, ": the oneDNN path was asked for, but oneDNN's int8 "
+                      "kernels saturate on this CPU (no VNNI; ", cpu_features().to_string(),
+                      "); use Int8GemmPath::kInt16Madd or the default path");
+  }
+  if (path == Int8GemmPath::kIntMm) {
+    TORCH_CHECK_VALUE(c.int_mm_exact, op, ": the at::_int_mm path was asked for, but it calls "
+                      "oneDNN's int8 kernels, which saturate on this CPU (no VNNI; ",
+                      cpu_features().to_string(), "); use the default path");
+  }
+}
+
+using detail::kernels_use_avx512;
+
 
 // ---------------------------------------------------------------------------------------------
 // Activation quantization: one pass over x, AVX-512. Offset 0 writes int8 codes, offset 128 the
@@ -200,7 +309,7 @@ at::Tensor quantize_per_tensor_impl(const at::Tensor& x, double scale, int32_t o
                                     const at::Tensor& mult = {}) {
   RECORD_FUNCTION("tquant::quantize_per_tensor", std::vector<c10::IValue>());
   const auto dtype = offset == 0 ? at::kChar : at::kByte;
-  if (!cpu_has_avx512f()) {
+  if (!kernels_use_avx512()) {
     if (nonfinite != nullptr) *nonfinite = nonfinite_rows_aten(x);
     // Fallback without AVX-512: a few ATen passes, same rounding.
     const at::Tensor xm = mult.defined() ? x * mult : x;
@@ -237,7 +346,7 @@ std::pair<at::Tensor, at::Tensor> quantize_per_token_impl(
   const auto dtype = offset == 0 ? at::kChar : at::kByte;
   const int64_t m = x.size(0);
   const int64_t k = x.size(1);
-  if (!cpu_has_avx512f()) {
+  if (!kernels_use_avx512()) {
     if (nonfinite != nullptr) *nonfinite = nonfinite_rows_aten(x);
     const at::Tensor xm = mult.defined() ? x * mult : x;
     auto amax = xm.abs().amax({1}, /*keepdim=*/true);
@@ -298,8 +407,9 @@ void check_bias(const c10::optional<at::Tensor>& bias, const Int8Weight& weight,
   TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.out_features(), op,
                     ": expected a bias of shape [", weight.out_features(), "], got ",
                     bias->sizes());
-  TORCH_CHECK_VALUE(bias->scalar_type() == at::kFloat, op, ": expected a float32 bias, got ",
-                    bias->scalar_type());
+  TORCH_CHECK_VALUE(bias->scalar_type() == at::kFloat && bias->device().is_cpu(), op,
+                    ": expected a float32 bias on the CPU, got ", bias->scalar_type(), " on ",
+                    bias->device());
 }
 
 // Float semantics for bad input: an output row whose input row held a NaN or Inf is NaN (the
@@ -315,10 +425,7 @@ c10::optional<at::Tensor> defined_bias(const c10::optional<at::Tensor>& bias) {
   return c10::nullopt;
 }
 
-void check_scale(double s, const char* op) {
-  TORCH_CHECK_VALUE(std::isfinite(s) && s > 0.0, op, ": expected a finite input scale > 0, got ",
-                    s);
-}
+void check_scale(double s, const char* op) { detail::check_int8_scale(s, op, "input"); }
 
 // The per-input-channel multiplier (SmoothQuant's 1 / s) as the quantizers take it: float32 [K]
 // contiguous on the CPU; undefined when none is given.
@@ -334,16 +441,16 @@ at::Tensor input_multiplier_of(const c10::optional<at::Tensor>& mult, int64_t k,
 // y = acc * x_scale * w_scale[n] (+ bias) with oneDNN; qx is uint8 (q + 128).
 // With `gelu`, oneDNN applies GELU (erf) to y in the same epilogue (post-op "gelu", algorithm
 // "none"; bit-equal to at::gelu of the unfused result in tests).
-at::Tensor qlinear_onednn(const at::Tensor& qx_u8, double x_scale, const Int8Weight& weight,
-                          const at::Tensor& w_scale, const c10::optional<at::Tensor>& bias,
-                          bool gelu = false) {
-  const auto& c = path_choice();
+at::Tensor qlinear_onednn_op(const c10::OperatorHandle& qlinear, const at::Tensor& qx,
+                             double x_scale, const Int8Weight& weight, const at::Tensor& w_scale,
+                             const c10::optional<at::Tensor>& bias, bool gelu) {
   auto w_zero_point = at::zeros({weight.out_features()}, at::kInt);
   torch::jit::Stack stack;
   stack.reserve(13);
-  stack.emplace_back(qx_u8);
+  stack.emplace_back(qx);
   stack.emplace_back(x_scale);
-  stack.emplace_back(kActivationZeroPoint);
+  // uint8 codes carry the zero point 128 (q + 128), int8 codes none.
+  stack.emplace_back(qx.scalar_type() == at::kByte ? kActivationZeroPoint : int64_t{0});
   stack.emplace_back(weight.packed);
   stack.emplace_back(w_scale);
   stack.emplace_back(w_zero_point);
@@ -354,8 +461,20 @@ at::Tensor qlinear_onednn(const at::Tensor& qx_u8, double x_scale, const Int8Wei
   stack.emplace_back(std::string(gelu ? "gelu" : "none"));  // post_op_name
   stack.emplace_back(c10::List<c10::optional<at::Scalar>>());
   stack.emplace_back(std::string(gelu ? "none" : ""));  // post_op_algorithm (none = erf)
-  c.qlinear->callBoxed(&stack);
+  qlinear.callBoxed(&stack);
   return stack.at(0).toTensor();
+}
+
+at::Tensor qlinear_onednn(const at::Tensor& qx, double x_scale, const Int8Weight& weight,
+                          const at::Tensor& w_scale, const c10::optional<at::Tensor>& bias,
+                          bool gelu = false) {
+  return qlinear_onednn_op(*path_choice().qlinear, qx, x_scale, weight, w_scale, bias, gelu);
+}
+
+// The activation offset of the oneDNN path for m rows: 128 (uint8 codes) or 0 (int8 codes),
+// PathChoice::signed_from_rows.
+int32_t onednn_activation_offset(int64_t m) {
+  return m >= path_choice().signed_from_rows ? 0 : static_cast<int32_t>(kActivationZeroPoint);
 }
 
 // Same contract with at::_int_mm (int32 accumulators) and one dequantization op.
@@ -374,12 +493,25 @@ std::string to_string(Int8GemmPath path) {
       return "onednn_qlinear";
     case Int8GemmPath::kIntMm:
       return "int_mm";
+    case Int8GemmPath::kInt16Madd:
+      return "int16_madd";
   }
   return "unknown";
 }
 
 Int8GemmPath int8_gemm_path() { return path_choice().path; }
 std::string int8_gemm_path_reason() { return path_choice().reason; }
+
+std::vector<Int8GemmPath> int8_gemm_exact_paths() {
+  const auto& c = path_choice();
+  std::vector<Int8GemmPath> paths{c.path};
+  if (c.path != Int8GemmPath::kOneDnnQLinear && c.prepack != nullptr && c.onednn_exact) {
+    paths.push_back(Int8GemmPath::kOneDnnQLinear);
+  }
+  if (c.path != Int8GemmPath::kIntMm && c.int_mm_exact) paths.push_back(Int8GemmPath::kIntMm);
+  if (c.path != Int8GemmPath::kInt16Madd) paths.push_back(Int8GemmPath::kInt16Madd);
+  return paths;
+}
 
 Int8Weight prepare_int8_weight(const at::Tensor& weight, c10::optional<Int8GemmPath> path) {
   TORCH_CHECK_VALUE(weight.defined() && weight.dim() == 2,
@@ -388,6 +520,8 @@ Int8Weight prepare_int8_weight(const at::Tensor& weight, c10::optional<Int8GemmP
   TORCH_CHECK_VALUE(at::isFloatingType(weight.scalar_type()),
                     "prepare_int8_weight: expected a floating point weight, got ",
                     weight.scalar_type());
+  TORCH_CHECK_VALUE(weight.size(0) > 0 && weight.size(1) > 0,
+                    "prepare_int8_weight: expected N > 0 and K > 0, got ", weight.sizes());
   auto w = weight.detach().to(at::kCPU, at::kFloat).contiguous();
   auto qp = qparams_from_amax(w.abs().amax({1}), weight_spec());
   return prepare_int8_weight(quantize(w, qp), qp.scale, path);
@@ -402,8 +536,12 @@ Int8Weight prepare_int8_weight(const at::Tensor& qweight, const at::Tensor& scal
   TORCH_CHECK_VALUE(scale.defined() && scale.numel() == qweight.size(0),
                     "prepare_int8_weight: expected ", qweight.size(0), " scales, got ",
                     scale.defined() ? scale.numel() : 0);
-  TORCH_CHECK_VALUE(qweight.size(1) > 0, "prepare_int8_weight: expected K > 0, got ",
-                    qweight.sizes());
+  TORCH_CHECK_VALUE(qweight.size(0) > 0 && qweight.size(1) > 0,
+                    "prepare_int8_weight: expected N > 0 and K > 0, got ", qweight.sizes());
+  TORCH_CHECK_VALUE(qweight.size(1) <= kMaxInt8GemmK, "prepare_int8_weight: K = ",
+                    qweight.size(1), " is above ", kMaxInt8GemmK,
+                    ", where int32 sums of 127 * 127 products may overflow; split the layer "
+                    "along K");
   TORCH_CHECK_VALUE(qweight.ge(-127).all().item<bool>(),
                     "prepare_int8_weight: expected narrow-range codes in [-127, 127], found -128");
   Int8Weight out;
@@ -411,10 +549,10 @@ Int8Weight prepare_int8_weight(const at::Tensor& qweight, const at::Tensor& scal
   out.scale = scale.detach().to(at::kCPU, at::kFloat).reshape({-1}).contiguous();
   const auto& c = path_choice();
   out.path = path.value_or(c.path);
-  TORCH_CHECK_VALUE(out.path != Int8GemmPath::kOneDnnQLinear || c.prepack != nullptr,
-                    "prepare_int8_weight: the oneDNN path was asked for but is unavailable (",
-                    c.reason, ")");
-  if (out.path == Int8GemmPath::kOneDnnQLinear) {
+  check_path_is_exact(out.path, "prepare_int8_weight");
+  if (out.path == Int8GemmPath::kInt16Madd) {
+    out.packed = detail::pack_weight_for_int16_madd(out.qweight);
+  } else if (out.path == Int8GemmPath::kOneDnnQLinear) {
     // No x_shape hint: measured as fast as a hint with the run-time M, and M varies per call.
     torch::jit::Stack stack{c10::IValue(out.qweight), c10::IValue()};
     c.prepack->callBoxed(&stack);
@@ -439,9 +577,14 @@ at::Tensor int8_linear_static(const at::Tensor& x, double input_scale, const Int
   const double sx = static_cast<float>(input_scale);
   at::Tensor y;
   std::vector<int64_t> nonfinite;
-  if (weight.path == Int8GemmPath::kOneDnnQLinear) {
+  if (weight.path == Int8GemmPath::kInt16Madd) {
+    y = detail::int8_linear_int16_madd(f.x2d, input_scale, weight.packed, weight.out_features(),
+                                       weight.scale, defined_bias(bias), mult, &nonfinite);
+    if (gelu) y = at::gelu_(y);
+  } else if (weight.path == Int8GemmPath::kOneDnnQLinear) {
     auto qx =
-        quantize_per_tensor_impl(f.x2d, input_scale, kActivationZeroPoint, &nonfinite, mult);
+        quantize_per_tensor_impl(f.x2d, input_scale, onednn_activation_offset(f.x2d.size(0)),
+                                 &nonfinite, mult);
     y = qlinear_onednn(qx, sx, weight, weight.scale, defined_bias(bias), gelu);
   } else {
     auto qx = quantize_per_tensor_impl(f.x2d, input_scale, 0, &nonfinite, mult);
@@ -463,12 +606,16 @@ at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
   const auto b = defined_bias(bias);
   at::Tensor y;
   std::vector<int64_t> nonfinite;
-  if (weight.path == Int8GemmPath::kOneDnnQLinear) {
+  if (weight.path == Int8GemmPath::kInt16Madd) {
+    y = detail::int8_linear_int16_madd(f.x2d, c10::nullopt, weight.packed, weight.out_features(),
+                                       weight.scale, b, mult, &nonfinite);
+  } else if (weight.path == Int8GemmPath::kOneDnnQLinear) {
     // oneDNN takes one input scale; the per-row scale and the bias go in one extra pass
     // (scale_rows_add_bias_avx512): y = (acc * s_w[n]) * s_x[m] + bias[n].
-    auto [qx, sx] = quantize_per_token_impl(f.x2d, kActivationZeroPoint, &nonfinite, mult);
+    auto [qx, sx] = quantize_per_token_impl(f.x2d, onednn_activation_offset(f.x2d.size(0)),
+                                            &nonfinite, mult);
     y = qlinear_onednn(qx, 1.0, weight, weight.scale, c10::nullopt);
-    if (cpu_has_avx512f() && y.is_contiguous()) {
+    if (kernels_use_avx512() && y.is_contiguous()) {
       float* yp = y.data_ptr<float>();
       const float* sp = sx.const_data_ptr<float>();
       const float* bp = b.has_value() ? b->const_data_ptr<float>() : nullptr;
@@ -538,6 +685,8 @@ at::Tensor int8_linear_dynamic_ref(const at::Tensor& x, const Int8Weight& weight
 
 namespace detail {
 
+bool onednn_int8_sums_exact() { return path_choice().onednn_exact; }
+
 at::Tensor quantize_per_tensor_int8(const at::Tensor& x, double scale) {
   TORCH_CHECK_VALUE(x.dim() == 2 && x.scalar_type() == at::kFloat,
                     "quantize_per_tensor_int8: expected float32 [M, K], got ", x.sizes(), " ",
@@ -571,9 +720,17 @@ at::Tensor int8_gemm_dequant(const at::Tensor& qx, double x_scale, const Int8Wei
       "int8_gemm_dequant: expected int8 codes of shape [M, ", weight.in_features(), "], got ",
       qx.sizes(), " ", qx.scalar_type());
   auto ws = w_scale.to(at::kFloat).contiguous();
+  if (weight.path == Int8GemmPath::kInt16Madd) {
+    // The codes as floats quantize to themselves with scale 1; x_scale scales the columns.
+    std::vector<int64_t> unused;
+    return detail::int8_linear_int16_madd(qx.to(at::kFloat).contiguous(), 1.0, weight.packed,
+                                          weight.out_features(), ws * static_cast<float>(x_scale),
+                                          defined_bias(bias), at::Tensor(), &unused);
+  }
   if (weight.path == Int8GemmPath::kOneDnnQLinear) {
-    auto qu = (qx.to(at::kInt) + kActivationZeroPoint).to(at::kByte);
-    return qlinear_onednn(qu, x_scale, weight, ws, defined_bias(bias));
+    const int32_t offset = onednn_activation_offset(qx.size(0));
+    const at::Tensor codes = offset == 0 ? qx.contiguous() : (qx.to(at::kInt) + offset).to(at::kByte);
+    return qlinear_onednn(codes, x_scale, weight, ws, defined_bias(bias));
   }
   return qlinear_int_mm(qx.contiguous(), x_scale, weight, ws, defined_bias(bias));
 }

@@ -1,4 +1,5 @@
 #include "tquant/int8_attention.h"
+#include "tquant/gemm.h"
 
 #include <immintrin.h>
 
@@ -12,6 +13,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
+#include "attention_softmax.h"
 #include "int8_vnni_gemm.h"
 
 namespace tquant {
@@ -28,8 +30,7 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 float reciprocal_f32(double scale) { return 1.0f / static_cast<float>(scale); }
 
 void check_scale(double scale, const char* operand) {
-  TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0.0, "int8 attention: expected a finite ",
-                    operand, " scale > 0, got ", scale);
+  detail::check_int8_scale(scale, "int8 attention", operand);
 }
 
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized once inlined (GCC bug 105593).
@@ -59,7 +60,8 @@ TQUANT_AVX512_VNNI inline __m512 exp_nonpositive(__m512 x) {
 
 // One row of the softmax: scores[j] = acc[j] * alpha + mask[j] (mask may be null), probs =
 // softmax(scores), out[j] = code(probs[j]) in [0, 127] as bytes. `row` is float scratch of n.
-// Returns false when the row is NaN in float (a NaN score, or every score -inf).
+// The rule of attention_softmax.h: every score -inf gives codes 0 (output 0); returns false
+// when the row is NaN in float (a NaN or +inf score).
 TQUANT_AVX512_VNNI bool softmax_codes_row(const int32_t* acc, const float* mask, int64_t n,
                                      float alpha, float inv_probs, float* row, uint8_t* out) {
   const __m512 valpha = _mm512_set1_ps(alpha);
@@ -74,7 +76,11 @@ TQUANT_AVX512_VNNI bool softmax_codes_row(const int32_t* acc, const float* mask,
     vmax = _mm512_mask_max_ps(vmax, m, vmax, s);
   }
   const float max = _mm512_reduce_max_ps(vmax);
-  if (nan != 0 || max == -std::numeric_limits<float>::infinity()) return false;
+  if (nan != 0 || max == std::numeric_limits<float>::infinity()) return false;
+  if (max == -std::numeric_limits<float>::infinity()) {
+    std::memset(out, 0, static_cast<size_t>(n));
+    return true;
+  }
   const __m512 vshift = _mm512_set1_ps(max);
   __m512 vsum = _mm512_setzero_ps();
   for (int64_t j = 0; j < n; j += 16) {
@@ -126,6 +132,11 @@ AttentionShape check_attention_inputs(const at::Tensor& q, const at::Tensor& k,
                     k.defined() ? k.sizes() : at::IntArrayRef{}, ", ",
                     v.defined() ? v.sizes() : at::IntArrayRef{});
   const AttentionShape s{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), v.size(3)};
+  TORCH_CHECK_VALUE(s.d > 0, "int8 attention: expected D > 0 (the softmax scale is 1 / sqrt(D)), "
+                    "got q ", q.sizes());
+  TORCH_CHECK_VALUE(s.d <= kMaxInt8GemmK && s.lk <= kMaxInt8GemmK, "int8 attention: expected D "
+                    "and Lk of at most ", kMaxInt8GemmK, " (int32 sums of 127 * 127 products), "
+                    "got D = ", s.d, ", Lk = ", s.lk);
   TORCH_CHECK_VALUE(k.size(0) == s.batch && v.size(0) == s.batch && k.size(1) == s.heads &&
                         v.size(1) == s.heads && k.size(3) == s.d && v.size(2) == s.lk,
                     "int8 attention: expected q [B, H, Lq, D], k [B, H, Lk, D], v [B, H, Lk, Dv], "
@@ -158,8 +169,15 @@ at::Tensor int8_attention_cpu(const at::Tensor& q_in, const at::Tensor& k_in,
   check_scale(scales.key, "key");
   check_scale(scales.probs, "probs");
   check_scale(scales.value, "value");
-  if (!int8_cpu_kernels_available()) {
-    return int8_attention_ref(q_in, k_in, v_in, attn_mask, scales, softmax_scale);
+  TORCH_CHECK_VALUE(!attn_mask.defined() || attn_mask.device().is_cpu(),
+                    "int8_attention_cpu: expected attn_mask on the CPU, got ", attn_mask.device());
+  if (!int8_cpu_kernels_available() || s.d == 0 || s.lk == 0 || s.dv == 0 || s.lq == 0 ||
+      s.batch * s.heads == 0) {
+    // The same layout as the kernel's: a [B, H, Lq, Dv] view of contiguous [B, Lq, H, Dv].
+    return int8_attention_ref(q_in, k_in, v_in, attn_mask, scales, softmax_scale)
+        .transpose(1, 2)
+        .contiguous()
+        .transpose(1, 2);
   }
   const at::Tensor q = float_rows(q_in), k = float_rows(k_in), v = float_rows(v_in);
   const at::Tensor mask = additive_mask(attn_mask, {s.batch, s.heads, s.lq, s.lk});
@@ -247,13 +265,17 @@ at::Tensor int8_attention_ref(const at::Tensor& q, const at::Tensor& k, const at
   const auto codes = detail::int8_codes_or_nan_ref;
   const double sm = softmax_scale > 0 ? softmax_scale : 1.0 / std::sqrt(static_cast<double>(s.d));
   const float alpha = static_cast<float>(scales.query * scales.key * sm);
-  at::Tensor scores = at::matmul(codes(q, scales.query), codes(k, scales.key).transpose(-2, -1))
+  const at::ScalarType qk_dtype = detail::exact_codes_dtype(s.d);
+  at::Tensor scores = at::matmul(codes(q, scales.query, qk_dtype),
+                                 codes(k, scales.key, qk_dtype).transpose(-2, -1))
                           .to(at::kFloat)
                           .mul_(alpha);
   const at::Tensor mask = additive_mask(attn_mask, {s.batch, s.heads, s.lq, s.lk});
   if (mask.defined()) scores.add_(mask);
-  const at::Tensor probs = at::softmax(scores, -1);
-  const at::Tensor context = at::matmul(codes(probs, scales.probs), codes(v, scales.value));
+  const at::Tensor probs = detail::attention_softmax(scores);
+  const at::ScalarType pv_dtype = detail::exact_codes_dtype(s.lk);
+  const at::Tensor context =
+      at::matmul(codes(probs, scales.probs, pv_dtype), codes(v, scales.value, pv_dtype));
   const float out_scale = static_cast<float>(scales.probs * scales.value);
   return context.to(at::kFloat).mul_(out_scale).to(q.scalar_type());
 }

@@ -10,6 +10,7 @@
 #include <ATen/record_function.h>
 
 #include "tquant/int8_attention.h"
+#include "tquant/gemm.h"
 
 #include "int8_vnni_gemm.h"
 
@@ -37,9 +38,10 @@ BmmShape check_bmm_inputs(const at::Tensor& a, const at::Tensor& b, double a_sca
                       "int8_bmm_cpu: expected float CPU tensors, got ", t->scalar_type(), " on ",
                       t->device());
   }
-  TORCH_CHECK_VALUE(std::isfinite(a_scale) && a_scale > 0 && std::isfinite(b_scale) &&
-                        b_scale > 0,
-                    "int8_bmm_cpu: expected finite scales > 0, got ", a_scale, " and ", b_scale);
+  detail::check_int8_scale(a_scale, "int8_bmm_cpu", "a");
+  detail::check_int8_scale(b_scale, "int8_bmm_cpu", "b");
+  TORCH_CHECK_VALUE(a.size(-1) <= kMaxInt8GemmK, "int8_bmm_cpu: expected K of at most ",
+                    kMaxInt8GemmK, " (int32 sums of 127 * 127 products), got ", a.size(-1));
   return {at::infer_size(a.sizes().slice(0, a.dim() - 2), b.sizes().slice(0, b.dim() - 2)),
           a.size(-2), a.size(-1), b.size(-1)};
 }
@@ -76,7 +78,9 @@ at::Tensor int8_bmm_cpu(const at::Tensor& a_in, const at::Tensor& b_in, double a
                         double b_scale) {
   RECORD_FUNCTION("tquant::int8_bmm_cpu", std::vector<c10::IValue>());
   const BmmShape s = check_bmm_inputs(a_in, b_in, a_scale, b_scale);
-  if (!int8_cpu_kernels_available()) return int8_bmm_ref(a_in, b_in, a_scale, b_scale);
+  if (!int8_cpu_kernels_available() || s.m == 0 || s.k == 0 || s.n == 0) {
+    return int8_bmm_ref(a_in, b_in, a_scale, b_scale);
+  }
   at::Tensor a = expanded(a_in, s.batch);
   if (a.stride(-1) != 1) a = a.contiguous();
   // B's packing reads float rows with unit stride: rows of b (K index) or rows of b^T.
@@ -145,9 +149,10 @@ at::Tensor int8_bmm_cpu(const at::Tensor& a_in, const at::Tensor& b_in, double a
 
 at::Tensor int8_bmm_ref(const at::Tensor& a, const at::Tensor& b, double a_scale,
                         double b_scale) {
-  check_bmm_inputs(a, b, a_scale, b_scale);
-  const auto codes = detail::int8_codes_or_nan_ref;
-  const at::Tensor acc = at::matmul(codes(a, a_scale), codes(b, b_scale));
+  const BmmShape s = check_bmm_inputs(a, b, a_scale, b_scale);
+  const at::ScalarType dtype = detail::exact_codes_dtype(s.k);
+  const at::Tensor acc = at::matmul(detail::int8_codes_or_nan_ref(a, a_scale, dtype),
+                                    detail::int8_codes_or_nan_ref(b, b_scale, dtype));
   return acc.to(at::kFloat).mul_(static_cast<float>(a_scale * b_scale)).to(a.scalar_type());
 }
 

@@ -14,10 +14,8 @@
 namespace tquant::detail {
 
 bool cpu_has_avx512_vnni() {
-  static const bool has = __builtin_cpu_supports("avx512f") &&
-                          __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vnni");
-  return has;
+  static const bool use = cpu_isa() >= CpuIsa::kAvx512CoreVnni;
+  return use;
 }
 
 namespace {
@@ -175,11 +173,23 @@ TQUANT_AVX512_VNNI void dequantize_row_avx512(const int32_t* acc, int64_t n, flo
 
 #pragma GCC diagnostic pop
 
-at::Tensor int8_codes_or_nan_ref(const at::Tensor& x, double scale) {
+at::Tensor int8_codes_or_nan_ref(const at::Tensor& x, double scale, at::ScalarType dtype) {
   const at::Tensor f = x.to(at::kFloat);
   const at::Tensor codes = int8_codes_as_float(f, at::full({}, scale, f.options()));
   const at::Tensor nan = at::full({}, std::numeric_limits<float>::quiet_NaN(), f.options());
-  return at::where(at::isfinite(f), codes, nan).to(at::kDouble);
+  return at::where(at::isfinite(f), codes, nan).to(dtype);
+}
+
+void check_int8_scale(double scale, const char* op, const char* what) {
+  const float as_float = static_cast<float>(scale);
+  TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0.0 && std::isfinite(1.0f / as_float), op,
+                    ": expected a finite ", what, " scale > 0 whose float32 reciprocal is finite "
+                    "(scale >= ", 1.0f / std::numeric_limits<float>::max(), "), got ", scale);
+}
+
+at::ScalarType exact_codes_dtype(int64_t k) {
+  constexpr int64_t kExactFloat32Terms = (int64_t{1} << 24) / (127 * 127);  // 1040
+  return k <= kExactFloat32Terms ? at::kFloat : at::kDouble;
 }
 
 void prefetch_row(const float* x, int64_t n) {

@@ -40,7 +40,7 @@ struct VnniLayout {
   }
 };
 
-/// True when this CPU runs the AVX-512 VNNI kernel (avx512f, avx512bw and avx512vnni).
+/// True when tquant's kernels may use AVX-512 VNNI here (cpu_isa(), tquant/cpu_features.h).
 bool cpu_has_avx512_vnni();
 
 /// C = A * B - comp as described above, AVX-512 VNNI (vpdpbusd). Needs cpu_has_avx512_vnni().
@@ -76,9 +76,19 @@ void prefetch_row(const float* x, int64_t n);
 /// How many rows ahead the row loops prefetch.
 constexpr int64_t kPrefetchRows = 6;
 
-/// The reference twins' codes: detail::int8_codes_as_float of x as float64 (exact in the
-/// reference GEMMs), NaN where x is NaN or Inf, as the kernels treat such elements.
-at::Tensor int8_codes_or_nan_ref(const at::Tensor& x, double scale);
+/// The reference twins' codes: detail::int8_codes_as_float of x in `dtype`, NaN where x is NaN
+/// or Inf, as the kernels treat such elements.
+at::Tensor int8_codes_or_nan_ref(const at::Tensor& x, double scale, at::ScalarType dtype);
+
+/// Checks a per-tensor scale of int8 codes: finite, > 0, and with a finite float32 reciprocal
+/// (the kernels quantize with x * (1 / scale) in float32; a scale below about 2.9e-39 would make
+/// it infinite). `op` and `what` name the call and the operand in the error.
+void check_int8_scale(double scale, const char* op, const char* what);
+
+/// The float type in which a GEMM of int8 codes over k terms sums exactly in any order: float32
+/// while k * 127 * 127 < 2^24 (k <= 1040), float64 beyond (exact up to kMaxInt8GemmK). The
+/// reference twins compute in it, so they are exact and, in float32, as fast as a float GEMM.
+at::ScalarType exact_codes_dtype(int64_t k);
 
 /// out[j] = float(acc[j]) * scale, j < n.
 void dequantize_row_avx512(const int32_t* acc, int64_t n, float scale, float* out);

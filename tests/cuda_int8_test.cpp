@@ -468,7 +468,7 @@ TEST(CudaInt8Ref, LinearMatchesCpuInt8Linear) {
   torch::manual_seed(13);
   const auto w_s = at::rand({N}, at::kFloat) * 0.01 + 1e-3;
   const auto bias = at::randn({N}, at::kFloat);
-  const auto weight = tquant::prepare_int8_weight(w_q, w_s, tquant::Int8GemmPath::kIntMm);
+  const auto weight = tquant::prepare_int8_weight(w_q, w_s, tquant::Int8GemmPath::kInt16Madd);
   const auto x = random_float({2, 17, K}, 12, at::kFloat);
   const auto rel = [](const at::Tensor& a, const at::Tensor& b) {
     return (a - b).abs().max().item<double>() / b.abs().max().item<double>();

@@ -1,12 +1,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "tquant/cpu_features.h"
 #include "tquant/functional.h"
 #include "tquant/gemm.h"
 #include "tquant/qparams.h"
@@ -23,13 +25,8 @@ const std::vector<int64_t> kMs = {1, 3, 17, 33, 65};
 const std::vector<std::pair<int64_t, int64_t>> kKNs = {{1, 1},   {3, 5},    {17, 33},
                                                        {64, 48}, {65, 129}, {768, 96}};
 
-std::vector<Int8GemmPath> paths() {
-  std::vector<Int8GemmPath> p = {Int8GemmPath::kIntMm};
-  if (tquant::int8_gemm_path() == Int8GemmPath::kOneDnnQLinear) {
-    p.push_back(Int8GemmPath::kOneDnnQLinear);
-  }
-  return p;
-}
+// Every path that is exact on this CPU (kInt16Madd always; oneDNN and _int_mm with VNNI).
+std::vector<Int8GemmPath> paths() { return tquant::int8_gemm_exact_paths(); }
 
 // |a - b| <= kInt8LinearRelTol * max|b| (plus the smallest normal, for all-zero outputs).
 void expect_close_rel(const at::Tensor& a, const at::Tensor& b, const std::string& what) {
@@ -42,9 +39,62 @@ void expect_close_rel(const at::Tensor& a, const at::Tensor& b, const std::strin
 TEST(Int8Gemm, ReportsItsPath) {
   const auto reason = tquant::int8_gemm_path_reason();
   EXPECT_FALSE(reason.empty());
-  // The PyPI LibTorch ships oneDNN; when it does, the oneDNN path must be the one chosen.
+  // The PyPI LibTorch ships oneDNN; the oneDNN path is chosen exactly where its int8 kernels
+  // sum exactly (VNNI or AMX for oneDNN), tquant's int16 kernel everywhere else.
   if (at::hasMKLDNN() && std::getenv("TQUANT_INT8_GEMM") == nullptr) {
-    EXPECT_EQ(tquant::int8_gemm_path(), Int8GemmPath::kOneDnnQLinear) << reason;
+    const auto expected = tquant::cpu_features().onednn_int8_exact ? Int8GemmPath::kOneDnnQLinear
+                                                                   : Int8GemmPath::kInt16Madd;
+    EXPECT_EQ(tquant::int8_gemm_path(), expected)
+        << reason << "\n" << tquant::cpu_features().to_string();
+  }
+  const auto exact = tquant::int8_gemm_exact_paths();
+  EXPECT_EQ(exact.front(), tquant::int8_gemm_path());
+  EXPECT_NE(std::find(exact.begin(), exact.end(), Int8GemmPath::kInt16Madd), exact.end());
+}
+
+TEST(Int8Gemm, RejectsAPathThatSaturatesHere) {
+  const auto exact = tquant::int8_gemm_exact_paths();
+  for (auto path : {Int8GemmPath::kOneDnnQLinear, Int8GemmPath::kIntMm}) {
+    if (std::find(exact.begin(), exact.end(), path) != exact.end()) continue;
+    try {
+      tquant::prepare_int8_weight(torch::randn({4, 8}), path);
+      ADD_FAILURE() << to_string(path) << " was accepted though it is not exact here";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(to_string(path) == "int_mm" ? "_int_mm" : "oneDNN"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+TEST(Int8Gemm, SaturatingCodesSumExactlyOnEveryPath) {
+  // u8 255 (code 127 + 128) against +127 in both k of a pair: 64770, above int16's 32767.
+  // vpmaddubsw would saturate here; every path must give the exact sum.
+  for (auto path : paths()) {
+    for (int64_t k : {2, 64, 1040}) {
+      const auto qw = torch::full({16, k}, 127, torch::kChar);
+      const auto weight = tquant::prepare_int8_weight(qw, torch::ones({16}), path);
+      for (int64_t m : {1, 7, 64}) {
+        for (int code : {127, -127}) {
+          const auto qx = torch::full({m, k}, code, torch::kChar);
+          const auto y =
+              tquant::detail::int8_gemm_dequant(qx, 1.0, weight, torch::ones({16}), c10::nullopt);
+          EXPECT_TRUE(torch::equal(y, torch::full({m, 16}, 127.0 * code * k)))
+              << to_string(path) << " M " << m << " K " << k << " code " << code << ": "
+              << y[0][0].item<double>();
+        }
+      }
+    }
+  }
+}
+
+TEST(Int8Gemm, RejectsKWhoseSumsCouldOverflowInt32) {
+  const int64_t k = tquant::kMaxInt8GemmK + 1;
+  try {
+    tquant::prepare_int8_weight(torch::zeros({1, k}, torch::kChar), torch::ones({1}));
+    ADD_FAILURE() << "K = " << k << " was accepted";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(std::to_string(k)), std::string::npos) << e.what();
   }
 }
 
@@ -225,8 +275,7 @@ TEST(Int8Gemm, NonFiniteInputRowsComeOutNaNOnEveryPath) {
   x[0][2][5] = std::nanf("");
   x[1][6][0] = INFINITY;
   const at::Tensor bad = at::zeros({2, 7}, at::kBool).index_put_({0, 2}, true).index_put_({1, 6}, true);
-  for (auto path : {Int8GemmPath::kOneDnnQLinear, Int8GemmPath::kIntMm}) {
-    if (path == Int8GemmPath::kOneDnnQLinear && tquant::int8_gemm_path() != path) continue;
+  for (auto path : paths()) {
     const Int8Weight weight = tquant::prepare_int8_weight(w, path);
     const double sx = 0.03;
     const std::vector<std::pair<at::Tensor, at::Tensor>> outputs = {
@@ -275,6 +324,17 @@ TEST(Int8Gemm, ErrorsNameShapesAndTypes) {
     tquant::prepare_int8_weight(torch::full({2, 3}, -128, torch::kChar), torch::ones({2}));
   });
   EXPECT_NE(c_err.find("-128"), std::string::npos) << c_err;
+  // A bias on another device is named, never read through a foreign pointer.
+  auto dev_err = message([&] {
+    tquant::int8_linear_dynamic(torch::randn({4, 16}), weight,
+                                torch::zeros({8}, torch::device(torch::kMeta)));
+  });
+  EXPECT_NE(dev_err.find("on the CPU"), std::string::npos) << dev_err;
+  // 1 / float(1e-40) is +inf: such a scale is refused, not turned into infinite codes.
+  auto tiny_err = message([&] { tquant::int8_linear_static(torch::randn({4, 16}), 1e-40, weight); });
+  EXPECT_NE(tiny_err.find("reciprocal"), std::string::npos) << tiny_err;
+  auto n_err = message([&] { tquant::prepare_int8_weight(torch::randn({0, 16})); });
+  EXPECT_NE(n_err.find("N > 0"), std::string::npos) << n_err;
 }
 
 }  // namespace

@@ -119,7 +119,7 @@ TEST(Int8Bmm, BadInputIsAClearError) {
   EXPECT_NE(message.find("inner dimensions"), std::string::npos) << message;
   const std::string scale = test::error_message(
       [] { int8_bmm_cpu(at::randn({3, 4}), at::randn({4, 6}), 0.0, 0.1); });
-  EXPECT_NE(scale.find("scales > 0"), std::string::npos) << scale;
+  EXPECT_NE(scale.find("scale > 0"), std::string::npos) << scale;
 }
 
 // ------------------------------------------------------------------------------- attention
@@ -214,9 +214,118 @@ TEST(Int8Attention, NonFiniteInputsNeverComeOutAsNumbers) {
   EXPECT_EQ(out.isnan().sum().item<int64_t>(), 8 + 4 * 8);
   const at::Tensor untouched = at::ones({4}, at::kBool).index_put_({2}, false);
   EXPECT_TRUE(at::equal(out[0][0].index({untouched}), clean[0][0].index({untouched})));
-  // A row whose keys are all masked is NaN, as at::softmax gives.
-  const at::Tensor none = at::zeros({1, 1, 1, 6}, at::kBool);
-  EXPECT_TRUE(int8_attention_cpu(c.q, c.k, c.v, none, c.scales).isnan().all().item<bool>());
+}
+
+// ------------------------------------------------------------------ edge cases, every mode
+
+// q, k, v and a bool mask [1, 1, Lq, Lk] whose query row 1 masks every key.
+struct MaskedCase {
+  AttentionCase c;
+  at::Tensor mask;
+};
+
+MaskedCase fully_masked_row_case() {
+  torch::manual_seed(40);
+  MaskedCase m{attention_case(1, 2, 3, 6, 8, 8), at::ones({1, 1, 3, 6}, at::kBool)};
+  m.mask[0][0][1].fill_(false);
+  return m;
+}
+
+TEST(AttentionEdgeCases, FullyMaskedRowIsZeroInEveryMode) {
+  const MaskedCase m = fully_masked_row_case();
+  const AttentionCase& c = m.c;
+  QuantAttention attention;
+  attention->eval();
+  const at::Tensor float_out = attention(c.q, c.k, c.v, m.mask);
+  attention->set_qconfig(int8_static_qconfig());
+  attention->set_mode(QuantMode::kObserve);
+  attention(c.q, c.k, c.v, m.mask);
+  attention->set_mode(QuantMode::kFakeQuant);
+  const at::Tensor fake = attention(c.q, c.k, c.v, m.mask);
+  ASSERT_TRUE(attention->convert().converted);
+  const at::Tensor converted = attention(c.q, c.k, c.v, m.mask);
+  const std::vector<std::pair<const char*, at::Tensor>> outputs = {
+      {"float", float_out},
+      {"fake-quant", fake},
+      {"converted", converted},
+      {"kernel", int8_attention_cpu(c.q, c.k, c.v, m.mask, c.scales)},
+      {"reference", int8_attention_ref(c.q, c.k, c.v, m.mask, c.scales)}};
+  for (const auto& [mode, out] : outputs) {
+    EXPECT_TRUE(out.isfinite().all().item<bool>()) << mode;
+    EXPECT_TRUE(at::equal(out.select(2, 1), at::zeros({1, 2, 8}))) << mode;
+    EXPECT_GT(out.select(2, 0).abs().sum().item<double>(), 0.0) << mode;
+  }
+  // The gradient of a fake-quant forward is finite too (training on padded batches).
+  QuantAttention trained;
+  trained->set_qconfig(int8_static_qconfig());
+  trained->set_mode(QuantMode::kObserve);
+  trained(c.q, c.k, c.v, m.mask);
+  trained->set_mode(QuantMode::kFakeQuant);
+  trained->train();
+  const at::Tensor q = c.q.clone().requires_grad_(true);
+  trained(q, c.k, c.v, m.mask).sum().backward();
+  EXPECT_TRUE(q.grad().isfinite().all().item<bool>());
+}
+
+TEST(AttentionEdgeCases, PlusInfinityInTheMaskMakesItsRowNaN) {
+  torch::manual_seed(41);
+  const AttentionCase c = attention_case(1, 1, 3, 5, 8, 8);
+  at::Tensor mask = at::zeros({1, 1, 3, 5});
+  mask[0][0][2][3] = std::numeric_limits<float>::infinity();
+  for (const at::Tensor& out : {int8_attention_cpu(c.q, c.k, c.v, mask, c.scales),
+                                int8_attention_ref(c.q, c.k, c.v, mask, c.scales)}) {
+    EXPECT_TRUE(out[0][0][2].isnan().all().item<bool>());
+    EXPECT_TRUE(out[0][0].narrow(0, 0, 2).isfinite().all().item<bool>());
+  }
+}
+
+TEST(AttentionEdgeCases, EmptyShapesGiveEmptyOrZeroOutputs) {
+  torch::manual_seed(42);
+  const AttentionScales unit{};
+  // No key: nothing to attend to, output 0 (an empty sum).
+  const at::Tensor out =
+      int8_attention_cpu(at::randn({1, 2, 3, 8}), at::randn({1, 2, 0, 8}), at::randn({1, 2, 0, 4}), {}, unit);
+  EXPECT_EQ(out.sizes(), (std::vector<int64_t>{1, 2, 3, 4}));
+  EXPECT_TRUE(at::equal(out, at::zeros({1, 2, 3, 4})));
+  // No query: an empty output.
+  EXPECT_EQ(int8_attention_cpu(at::randn({1, 2, 0, 8}), at::randn({1, 2, 5, 8}),
+                               at::randn({1, 2, 5, 4}), {}, unit)
+                .sizes(),
+            (std::vector<int64_t>{1, 2, 0, 4}));
+  // D = 0 has no softmax scale (1 / sqrt(0)): a clear error.
+  const std::string no_depth = test::error_message([&] {
+    int8_attention_cpu(at::randn({1, 1, 2, 0}), at::randn({1, 1, 3, 0}), at::randn({1, 1, 3, 4}),
+                       {}, unit);
+  });
+  EXPECT_NE(no_depth.find("D > 0"), std::string::npos) << no_depth;
+  EXPECT_TRUE(at::equal(int8_bmm_cpu(at::randn({2, 3, 0}), at::randn({2, 0, 4}), 0.1, 0.1),
+                        at::zeros({2, 3, 4})));
+  EXPECT_EQ(int8_bmm_cpu(at::randn({2, 0, 5}), at::randn({2, 5, 4}), 0.1, 0.1).sizes(),
+            (std::vector<int64_t>{2, 0, 4}));
+}
+
+TEST(AttentionEdgeCases, BadDevicesScalesAndSizesAreClearErrors) {
+  const AttentionCase c = attention_case(1, 1, 2, 3, 8, 4);
+  const std::string device = test::error_message([&] {
+    int8_attention_cpu(c.q, c.k, c.v, at::zeros({1, 1, 2, 3}, at::device(at::kMeta)), c.scales);
+  });
+  EXPECT_NE(device.find("attn_mask on the CPU"), std::string::npos) << device;
+  AttentionScales tiny = c.scales;
+  tiny.key = 1e-40;  // 1 / float(1e-40) is +inf
+  const std::string scale = test::error_message([&] { int8_attention_cpu(c.q, c.k, c.v, {}, tiny); });
+  EXPECT_NE(scale.find("key scale"), std::string::npos) << scale;
+  EXPECT_NE(scale.find("reciprocal"), std::string::npos) << scale;
+  const std::string bmm_scale =
+      test::error_message([] { int8_bmm_cpu(at::randn({2, 3}), at::randn({3, 2}), 1e-40, 1.0); });
+  EXPECT_NE(bmm_scale.find("reciprocal"), std::string::npos) << bmm_scale;
+  // K beyond what int32 sums of 127 * 127 products hold.
+  const int64_t k = kMaxInt8GemmK + 1;
+  const std::string too_long = test::error_message(
+      [&] { int8_attention_cpu(at::zeros({1, 1, 1, k}), at::zeros({1, 1, 1, k}), at::zeros({1, 1, 1, 1}), {}, AttentionScales{}); });
+  EXPECT_NE(too_long.find(std::to_string(k)), std::string::npos) << too_long;
+  const std::string bmm_long = test::error_message(
+      [&] { int8_bmm_cpu(at::zeros({1, k}), at::zeros({k, 1}), 1.0, 1.0); });
+  EXPECT_NE(bmm_long.find(std::to_string(k)), std::string::npos) << bmm_long;
 }
 
 TEST(Int8Attention, BadInputIsAClearError) {

@@ -129,7 +129,7 @@ TEST(SmoothQuantGemm, MultiplierInTheQuantizePassEqualsMultiplyingFirst) {
   const at::Tensor x = outlier_input(33, 65, 62).reshape({3, 11, 65});
   const at::Tensor mult = torch::rand({65}) * 4 + 0.01;
   const at::Tensor bias = torch::randn({17});
-  for (auto path : {tquant::Int8GemmPath::kIntMm, tquant::int8_gemm_path()}) {
+  for (auto path : tquant::int8_gemm_exact_paths()) {
     const tquant::Int8Weight w = tquant::prepare_int8_weight(torch::randn({17, 65}), path);
     const at::Tensor xm = x * mult;
     EXPECT_TRUE(tquant::int8_linear_static(x, 0.37, w, bias, mult)

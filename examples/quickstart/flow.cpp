@@ -55,6 +55,17 @@ void train(Classifier& model, const Task& task, int steps, double lr) {
   model->eval();
 }
 
+// Test samples whose predicted class differs between two runs of a model (simulated and
+// converted): INT8 sums are exact, so only float rounding may flip a near-tie.
+int64_t prediction_changes(const at::Tensor& logits_a, const at::Tensor& logits_b) {
+  return logits_a.argmax(1).ne(logits_b.argmax(1)).sum().item<int64_t>();
+}
+
+at::Tensor logits(Classifier& model, const at::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  return model(x);
+}
+
 double accuracy(Classifier& model, const std::pair<at::Tensor, at::Tensor>& test) {
   torch::NoGradGuard no_grad;
   return model(test.first).argmax(1).eq(test.second).to(at::kFloat).mean().item<double>() * 100;
@@ -62,7 +73,7 @@ double accuracy(Classifier& model, const std::pair<at::Tensor, at::Tensor>& test
 
 }  // namespace
 
-void run_full_flow() {
+bool run_full_flow() {
   torch::AutoGradMode enable_grad(true);  // training below, whatever the caller's mode
   torch::manual_seed(0);
   const Task task;
@@ -93,8 +104,10 @@ void run_full_flow() {
     }) << '\n';
   }
   const double ptq_simulated = accuracy(model, test);
+  const at::Tensor ptq_simulated_logits = logits(model, test.first);
   std::cout << tquant::convert(*model) << '\n';
   const double ptq_int8 = accuracy(model, test);
+  const int64_t ptq_changes = prediction_changes(ptq_simulated_logits, logits(model, test.first));
 
   // QAT: the float model again, fake quantization in the training loop, then convert.
   Classifier qat;
@@ -102,8 +115,10 @@ void run_full_flow() {
   tquant::prepare_qat(*qat, tquant::QConfigMapping(tquant::int8_qat_qconfig()));
   train(qat, task, 100, 3e-4);
   const double qat_simulated = accuracy(qat, test);
+  const at::Tensor qat_simulated_logits = logits(qat, test.first);
   tquant::convert(*qat);
   const double qat_int8 = accuracy(qat, test);
+  const int64_t qat_changes = prediction_changes(qat_simulated_logits, logits(qat, test.first));
 
   std::printf("%-26s %8s\n", "model", "accuracy");
   std::printf("%-26s %7.2f%%\n", "float", float_accuracy);
@@ -111,6 +126,13 @@ void run_full_flow() {
   std::printf("%-26s %7.2f%%\n", "PTQ INT8 (converted)", ptq_int8);
   std::printf("%-26s %7.2f%%\n", "QAT fake-quant (simulated)", qat_simulated);
   std::printf("%-26s %7.2f%%\n", "QAT INT8 (converted)", qat_int8);
+  const int64_t allowed = test.first.size(0) / 1000;  // 0.1 %: near-ties flipped by rounding
+  const bool converted_ok = ptq_changes <= allowed && qat_changes <= allowed;
+  std::printf("converted equals simulation: %s (predictions changed: PTQ %lld, QAT %lld of %lld;"
+              " allowed %lld)\n",
+              converted_ok ? "yes" : "NO", static_cast<long long>(ptq_changes),
+              static_cast<long long>(qat_changes), static_cast<long long>(test.first.size(0)),
+              static_cast<long long>(allowed));
 
   // Save the INT8 model; a fresh float model of the same structure loads it and runs INT8.
   tquant::save_state(*model, int8_file);
@@ -121,4 +143,5 @@ void run_full_flow() {
   std::printf("\nsaved INT8 model: %.1f KiB (float: %.1f KiB); reloaded outputs bit-identical: %s\n",
               std::filesystem::file_size(int8_file) / 1024.0,
               std::filesystem::file_size(float_file) / 1024.0, same ? "yes" : "NO");
+  return converted_ok && same;
 }

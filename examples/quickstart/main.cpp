@@ -183,6 +183,5 @@ int main() {
               restored.equal(tquant::fake_quantize(fc1->weight, qp)) ? "yes" : "no");
 
   // 7. The passes on a model: PTQ and QAT, convert to INT8, save and reload (flow.cpp).
-  run_full_flow();
-  return 0;
+  return run_full_flow() ? 0 : 1;
 }

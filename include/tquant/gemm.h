@@ -1,14 +1,17 @@
 #pragma once
 
-// CPU INT8 Linear: int8 x int8 -> int32 GEMM through a library path shipped inside LibTorch
-// (oneDNN's qlinear kernel, VNNI on AVX512_VNNI), with the input quantization and the output
-// dequantization around it. Plain interface: at::Tensor in, at::Tensor out (docs/backends.md).
+// CPU INT8 Linear: int8 x int8 -> int32 GEMM with exact int32 sums on every x86-64 CPU, with the
+// input quantization and the output dequantization around it: oneDNN's qlinear kernel (inside
+// LibTorch) where it has VNNI, tquant's own int16 multiply-add kernel where oneDNN's int8
+// kernels would saturate (AVX2, AVX-512 without VNNI). Plain interface: at::Tensor in,
+// at::Tensor out (docs/backends.md).
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
 
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace tquant {
 
@@ -16,15 +19,23 @@ namespace tquant {
 ///   kOneDnnQLinear: onednn::qlinear_pointwise with a prepacked weight; dequantization by the
 ///                   per-channel weight scale, the input scale and the bias fused in its epilogue.
 ///   kIntMm:         at::_int_mm (int32 accumulators) followed by one fused dequantization op.
-enum class Int8GemmPath { kOneDnnQLinear, kIntMm };
+///   kInt16Madd:     tquant's kernel: codes widened to int16, pairs multiplied and summed in int32
+///                   (vpmaddwd; AVX-512 BW, AVX2 or portable code by cpu_isa()), dequantized in
+///                   place. Exact on any CPU; the default where oneDNN has no VNNI.
+enum class Int8GemmPath { kOneDnnQLinear, kIntMm, kInt16Madd };
 
 std::string to_string(Int8GemmPath path);
 
 /// The path the int8_linear_* functions take in this process, and why (for reports and benches).
-/// kOneDnnQLinear when LibTorch was built with oneDNN (mkldnn) and the onednn ops are registered,
-/// kIntMm otherwise. TQUANT_INT8_GEMM=int_mm in the environment forces kIntMm.
+/// kOneDnnQLinear when LibTorch has oneDNN, its onednn ops are registered and its int8 kernels
+/// sum exactly on this CPU (VNNI or AMX, under ONEDNN_MAX_CPU_ISA; checked once on codes that
+/// would saturate without it); kInt16Madd otherwise. TQUANT_INT8_GEMM=int_mm forces kIntMm where
+/// at::_int_mm is exact, TQUANT_INT8_GEMM=int16_madd forces kInt16Madd.
 Int8GemmPath int8_gemm_path();
 std::string int8_gemm_path_reason();
+/// Every path prepare_int8_weight accepts in this process: available, and exact on this CPU
+/// (kInt16Madd always; the default path first).
+std::vector<Int8GemmPath> int8_gemm_exact_paths();
 
 /// An int8 weight prepared once from a float weight W [N, K] (out_features x in_features):
 /// per-output-channel symmetric int8, narrow range,
@@ -38,7 +49,8 @@ struct Int8Weight {
   /// [N] float32 per-channel scales.
   at::Tensor scale;
   /// The weight in the layout of the path: kOneDnnQLinear, oneDNN's prepacked blocked weight
-  /// (opaque mkldnn tensor from onednn::qlinear_prepack); kIntMm, q^T as a contiguous [K, N] int8.
+  /// (opaque mkldnn tensor from onednn::qlinear_prepack); kIntMm, q^T as a contiguous [K, N] int8;
+  /// kInt16Madd, int16 codes in pairs along K, 16 columns per block (src/int16_madd_gemm.h).
   at::Tensor packed;
   Int8GemmPath path = Int8GemmPath::kOneDnnQLinear;
 
@@ -47,8 +59,13 @@ struct Int8Weight {
   bool defined() const { return qweight.defined(); }
 };
 
+/// The largest K an int8 GEMM takes: K * 127 * 127 must fit in int32.
+constexpr int64_t kMaxInt8GemmK = 133144;
+
 /// Quantizes a float weight [N, K] as described in Int8Weight and prepacks it for `path`
-/// (default: int8_gemm_path()). Asking for kOneDnnQLinear where it is unavailable is an error.
+/// (default: int8_gemm_path()). Asking for a path that is unavailable, or that would not sum
+/// exactly on this CPU (kOneDnnQLinear or kIntMm without VNNI), is an error; so is K above
+/// kMaxInt8GemmK.
 Int8Weight prepare_int8_weight(const at::Tensor& weight,
                                c10::optional<Int8GemmPath> path = c10::nullopt);
 /// Same, from int8 codes [N, K] and scales [N] that were computed elsewhere (e.g. by a QAT
@@ -93,6 +110,10 @@ at::Tensor int8_linear_dynamic_ref(const at::Tensor& x, const Int8Weight& weight
 constexpr double kInt8LinearRelTol = 1e-5;
 
 namespace detail {
+
+/// Whether oneDNN's int8 kernels sum exactly in this process: cpu_features().onednn_int8_exact,
+/// confirmed once on codes that would saturate a pre-VNNI multiply (tquant/cpu_features.h).
+bool onednn_int8_sums_exact();
 
 /// q = clamp(round(x * (1 / scale)), -127, 127) as int8, x float32 [M, K] contiguous; one pass
 /// (AVX-512 when the CPU has it, ATen ops otherwise).

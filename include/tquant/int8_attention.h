@@ -38,13 +38,17 @@ struct AttentionScales {
 /// `out.transpose(1, 2).reshape({B, Lq, H * Dv})` merges the heads without a copy.
 /// Non-finite input never comes out as a number: a NaN / Inf in a row of q makes that output
 /// row NaN; in k or v, the whole head's output NaN (float attention mixes every key into every
-/// row); a row whose scores are all -inf (fully masked) is NaN, as at::softmax gives.
+/// row). A row whose scores are all -inf (fully masked: it attends to nothing) is 0 in every
+/// mode, as LibTorch's SDPA gives on CPU; a NaN or +inf score (e.g. +inf in an additive mask)
+/// makes its row NaN. attn_mask must be on the CPU. D must be > 0; other empty dimensions give
+/// empty or zero outputs
+/// (Lk = 0: no key, output 0). D and Lk are at most kMaxInt8GemmK (tquant/gemm.h).
 at::Tensor int8_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               const at::Tensor& attn_mask, const AttentionScales& scales,
                               double softmax_scale = 0.0);
 
-/// Reference twin of int8_attention_cpu: the same formula with ATen ops (codes as float64,
-/// exact products, at::softmax). The kernel's softmax rounds differently (its own exp), so a
+/// Reference twin of int8_attention_cpu: the same formula with ATen ops (codes as floats in a
+/// type that sums them exactly: float32 while D, Lk <= 1040, float64 beyond; at::softmax). The kernel's softmax rounds differently (its own exp), so a
 /// probability code may differ by one where it lies on a rounding boundary: outputs agree
 /// within a few s_p * s_v * max|code(v)| (tests bound it).
 at::Tensor int8_attention_ref(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -58,7 +62,8 @@ at::Tensor int8_attention_ref(const at::Tensor& q, const at::Tensor& k, const at
 at::Tensor int8_bmm_cpu(const at::Tensor& a, const at::Tensor& b, double a_scale,
                         double b_scale);
 
-/// Reference twin of int8_bmm_cpu (codes as float64, at::matmul): bit-equal results.
+/// Reference twin of int8_bmm_cpu (codes as float32, or float64 for K > 1040, at::matmul):
+/// bit-equal results.
 at::Tensor int8_bmm_ref(const at::Tensor& a, const at::Tensor& b, double a_scale,
                         double b_scale);
 

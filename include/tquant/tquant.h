@@ -45,6 +45,7 @@
 #include "tquant/fuse.h"
 #include "tquant/sensitivity.h"
 #include "tquant/smooth_quant.h"
+#include "tquant/cpu_features.h"
 #include "tquant/gemm.h"
 #include "tquant/int4_pack.h"
 #include "tquant/int8_attention.h"

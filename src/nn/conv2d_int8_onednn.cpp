@@ -1,5 +1,8 @@
 #include "conv2d_int8_onednn.h"
 
+#include "tquant/gemm.h"
+#include "../int8_vnni_gemm.h"
+
 #include <algorithm>
 #include <string>
 #include <utility>
@@ -127,6 +130,7 @@ Conv2dInt8Weight pack_conv2d_int8(const at::Tensor& weight_codes, const at::Tens
                     weight_codes.device());
   Conv2dInt8Weight result;
   result.weight_scale = weight_scale.to(at::kCPU, at::kFloat).contiguous();
+  result.weight_codes = weight_codes.contiguous();
   result.weight_zero_point = at::zeros({weight_codes.size(0)}, at::kLong);
   result.input_scale = input_scale;
   result.input_zero_point = input_zero_point;
@@ -153,8 +157,31 @@ Conv2dInt8Weight pack_conv2d_int8(const at::Tensor& weight_codes, const at::Tens
   return result;
 }
 
+namespace {
+
+// The exact float twin of qconv2d_pointwise: sum (code_x - zero_point) * code_w in a float type
+// that holds every partial sum, then the scales, the bias and the ReLU in float32.
+at::Tensor conv2d_int8_exact_float(const at::Tensor& input_codes, const Conv2dInt8Weight& weight,
+                                   const at::Tensor& bias) {
+  const at::Tensor& w = weight.weight_codes;
+  const at::ScalarType dtype = exact_codes_dtype(w.size(1) * w.size(2) * w.size(3));
+  const at::Tensor x = input_codes.to(dtype).sub_(static_cast<double>(weight.input_zero_point));
+  at::Tensor y = at::conv2d(x, w.to(dtype), {}, weight.stride, weight.padding, weight.dilation,
+                            weight.groups)
+                     .to(at::kFloat);
+  const at::Tensor channel_scale =
+      (weight.weight_scale * static_cast<float>(weight.input_scale)).reshape({1, -1, 1, 1});
+  y = bias.defined() ? at::addcmul(bias.reshape({1, -1, 1, 1}), y, channel_scale)
+                     : y.mul_(channel_scale);
+  if (weight.relu) y.relu_();
+  return y.contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+}  // namespace
+
 at::Tensor conv2d_int8_onednn(const at::Tensor& input_codes, const Conv2dInt8Weight& weight,
                               const at::Tensor& bias) {
+  if (!onednn_int8_sums_exact()) return conv2d_int8_exact_float(input_codes, weight, bias);
   // onednn::qconv2d_pointwise(Tensor qx, float x_scale, int x_zero_point, Tensor qw,
   //     Tensor w_scale, Tensor w_zero_point, Tensor? bias, int[] stride, int[] padding,
   //     int[] dilation, int groups, float output_scale, int output_zero_point,

@@ -47,6 +47,7 @@ bool conv2d_int8_onednn_available();
 ///                       + bias[o] )                                      (float32)
 struct Conv2dInt8Weight {
   at::Tensor packed;             ///< opaque oneDNN tensor (int8, blocked layout)
+  at::Tensor weight_codes;       ///< int8 [out, in / groups, kh, kw], for the exact float path
   at::Tensor weight_scale;       ///< float32 [out_channels]
   at::Tensor weight_zero_point;  ///< int64 zeros [out_channels] (symmetric weights)
   double input_scale = 1.0;
@@ -66,7 +67,10 @@ Conv2dInt8Weight pack_conv2d_int8(const at::Tensor& weight_codes, const at::Tens
 
 /// oneDNN's INT8 convolution of uint8 NHWC codes (quantize_conv2d_input) with a prepacked
 /// weight; float32 [N, out, H_out, W_out] in channels-last layout. bias: float32 [out] or
-/// undefined.
+/// undefined. Where oneDNN's int8 kernels would saturate (no VNNI for oneDNN on this CPU,
+/// detail::onednn_int8_sums_exact), the same sums come from a float convolution of the codes instead
+/// (float32 while in / groups * kh * kw <= 1040 makes every partial sum an integer below 2^24,
+/// float64 beyond): exact, slower than oneDNN's int8 kernel.
 at::Tensor conv2d_int8_onednn(const at::Tensor& input_codes, const Conv2dInt8Weight& weight,
                               const at::Tensor& bias);
 

@@ -1,5 +1,7 @@
 #include "tquant/nn/quant_attention.h"
 
+#include "../attention_softmax.h"
+
 #include <cmath>
 #include <limits>
 #include <string>
@@ -126,7 +128,7 @@ at::Tensor QuantAttentionImpl::quantized_forward(const at::Tensor& q, const at::
   // A fresh tensor its backward does not need: scale and mask in place.
   scores.mul_(softmax_scale(q));
   if (attn_mask.defined()) scores.add_(additive(attn_mask, scores.scalar_type()));
-  at::Tensor probs = at::softmax(scores, -1);
+  at::Tensor probs = detail::attention_softmax(scores);
   if (is_training() && options.dropout() > 0) probs = at::dropout(probs, options.dropout(), true);
   return at::matmul(probs_quantizer(probs), value_quantizer(v));
 }
