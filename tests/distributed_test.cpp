@@ -511,6 +511,17 @@ Tensors load_rank(const Launched& launched, int rank) {
   return c10::impl::toTypedDict<std::string, at::Tensor>(torch::pickle_load(bytes).toGenericDict());
 }
 
+/// Launches `scenario` on `world` ranks; every rank must exit 0 and write its results.
+void launch_and_load(const std::string& scenario, int world, Launched& launched,
+                     std::vector<Tensors>& ranks) {
+  launched = launch(scenario, world);
+  for (const auto& exit : launched.exits) {
+    ASSERT_EQ(exit.exit_code, 0) << "rank " << exit.rank << " failed (timed out: "
+                                 << exit.timed_out << ")";
+  }
+  for (int r = 0; r < world; ++r) ranks.push_back(load_rank(launched, r));
+}
+
 void expect_bit_equal(const at::Tensor& a, const at::Tensor& b, const std::string& what) {
   ASSERT_TRUE(a.defined() && b.defined()) << what;
   ASSERT_EQ(a.sizes(), b.sizes()) << what;
@@ -540,13 +551,10 @@ std::vector<Tensors> per_shard_calibration(int world) {
 
 void check_calibrate_and_train(int world) {
   at::set_num_threads(1);
-  const auto launched = launch("calibrate_and_train", world);
-  for (const auto& exit : launched.exits) {
-    ASSERT_EQ(exit.exit_code, 0) << "rank " << exit.rank << " failed (timed out: "
-                                 << exit.timed_out << ")";
-  }
+  Launched launched;
   std::vector<Tensors> ranks;
-  for (int r = 0; r < world; ++r) ranks.push_back(load_rank(launched, r));
+  launch_and_load("calibrate_and_train", world, launched, ranks);
+  if (::testing::Test::HasFatalFailure()) return;
 
   // Every tensor bit-identical across ranks.
   for (int r = 1; r < world; ++r) {
@@ -680,13 +688,10 @@ double gap_in_bins(const at::Tensor& a, const at::Tensor& b, const at::Tensor& w
 
 void check_histogram_grids(int world) {
   at::set_num_threads(1);
-  const auto launched = launch("histogram_grids", world);
-  for (const auto& exit : launched.exits) {
-    ASSERT_EQ(exit.exit_code, 0) << "rank " << exit.rank << " failed (timed out: "
-                                 << exit.timed_out << ")";
-  }
+  Launched launched;
   std::vector<Tensors> ranks;
-  for (int r = 0; r < world; ++r) ranks.push_back(load_rank(launched, r));
+  launch_and_load("histogram_grids", world, launched, ranks);
+  if (::testing::Test::HasFatalFailure()) return;
   const auto all = grid_batches(world);
   for (const auto& c : grid_cases()) {
     GridNet one = calibrated_grid_net(c, all, nullptr);
