@@ -85,6 +85,7 @@ class HistogramObserverImpl : public torch::nn::Cloneable<HistogramObserverImpl>
 
   at::Tensor observe(const at::Tensor& x) override;
   QParams calculate_qparams() override;
+  /// True once counts exist: after the first batch, or for a shared grid after fix_grid().
   bool has_data() const override { return counts.numel() > 0; }
   void reset_stats() override;
   void merge(const ObserverBase& other) override;
