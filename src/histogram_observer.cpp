@@ -51,6 +51,17 @@ std::vector<double> rebin_uniform(const double* src, int64_t src_len, double src
 
 }  // namespace
 
+std::string to_string(HistogramGrid grid) {
+  return grid == HistogramGrid::kShared ? "shared" : "streaming";
+}
+
+HistogramGrid histogram_grid_from_string(const std::string& name) {
+  if (name == "streaming") return HistogramGrid::kStreaming;
+  TORCH_CHECK_VALUE(name == "shared", "expected a histogram grid 'streaming' or 'shared', got '",
+                    name, "'");
+  return HistogramGrid::kShared;
+}
+
 HistogramObserverImpl::HistogramObserverImpl(HistogramObserverOptions options_)
     : options(std::move(options_)) {
   reset();
@@ -141,8 +152,15 @@ void HistogramObserverImpl::add_per_tensor(const at::Tensor& abs_x) {
     counts[0][0] += static_cast<double>(abs_x.numel());
     return;
   }
-  // histc puts a value equal to the upper edge into the last bin, as NVIDIA's collector does.
-  auto hist = at::histc(abs_x, len, 0.0, static_cast<double>(len) * width);
+  // histc puts a value equal to the upper edge into the last bin, as NVIDIA's collector does,
+  // and drops values beyond it: on a fixed (shared) grid those are clamped into the last bin.
+  const double top = static_cast<double>(len) * width;
+  at::Tensor in_range = abs_x;
+  if (options.grid() == HistogramGrid::kShared && abs_x.numel() > 0 &&
+      abs_x.max().item<double>() > top) {
+    in_range = abs_x.clamp_max(top);
+  }
+  auto hist = at::histc(in_range, len, 0.0, top);
   counts.add_(hist.to(counts.device(), at::kDouble).unsqueeze(0));
 }
 
@@ -229,41 +247,72 @@ at::Tensor HistogramObserverImpl::observe(const at::Tensor& x) {
   const int64_t channels = channel_count(xd);
   lo = lo.reshape({channels}).to(min_val.device(), at::kFloat);
   hi = hi.reshape({channels}).to(max_val.device(), at::kFloat);
-  if (!has_data()) {
-    counts.set_data(at::zeros({channels, options.bins()}, counts.options()));
-    bin_width.set_data(at::zeros({channels}, bin_width.options()));
+  const bool shared = options.grid() == HistogramGrid::kShared;
+  if (min_val.numel() == 0) {
+    if (!shared) {  // a shared grid gets its counts from fix_grid()
+      counts.set_data(at::zeros({channels, options.bins()}, counts.options()));
+      bin_width.set_data(at::zeros({channels}, bin_width.options()));
+    }
     min_val.set_data(lo);
     max_val.set_data(hi);
   } else {
-    TORCH_CHECK_VALUE(channels == counts.size(0), kKind, ": expected ", counts.size(0),
+    TORCH_CHECK_VALUE(channels == min_val.size(0), kKind, ": expected ", min_val.size(0),
                       " channels along axis ", spec.axis(), " as in earlier batches, got ",
                       channels, " from an input of shape ", x.sizes());
     min_val.set_data(at::minimum(min_val, lo));
     max_val.set_data(at::maximum(max_val, hi));
   }
-  grow_to_cover(at::maximum(-lo, hi));
+  if (!shared) {
+    grow_to_cover(at::maximum(-lo, hi));
+  } else if (awaiting_grid()) {
+    return x;  // range pass: min / max only
+  }
+  add_counts(xd, finite);
+  return x;
+}
 
+void HistogramObserverImpl::add_counts(const at::Tensor& xd, const at::Tensor& finite) {
+  const auto& spec = options.spec();
+  const int64_t channels = counts.size(0);
   if (spec.granularity() == Granularity::kPerTensor) {
     auto abs_x = xd.abs().to(at::kFloat);
     if (finite.defined()) abs_x = abs_x.masked_select(finite);
     add_per_tensor(abs_x);
-  } else {
-    const int64_t axis = canonical_axis(spec.axis(), xd.dim(), kKind);
-    if (!finite.defined() && xd.device().is_cpu() && xd.scalar_type() == at::kFloat &&
-        counts.device().is_cpu()) {
-      add_per_channel_cpu(xd.movedim(axis, -1).reshape({-1, channels}));
-      return x;
-    }
-    auto rows = xd.movedim(axis, 0).reshape({channels, -1}).abs().to(at::kFloat);
-    at::Tensor weights;
-    if (finite.defined()) {
-      auto finite_rows = finite.movedim(axis, 0).reshape({channels, -1});
-      rows = at::where(finite_rows, rows, at::zeros({}, rows.options()));
-      weights = finite_rows.to(at::kFloat);
-    }
-    add_per_channel(rows, weights);
+    return;
   }
-  return x;
+  const int64_t axis = canonical_axis(spec.axis(), xd.dim(), kKind);
+  if (!finite.defined() && xd.device().is_cpu() && xd.scalar_type() == at::kFloat &&
+      counts.device().is_cpu()) {
+    add_per_channel_cpu(xd.movedim(axis, -1).reshape({-1, channels}));
+    return;
+  }
+  auto rows = xd.movedim(axis, 0).reshape({channels, -1}).abs().to(at::kFloat);
+  at::Tensor weights;
+  if (finite.defined()) {
+    auto finite_rows = finite.movedim(axis, 0).reshape({channels, -1});
+    rows = at::where(finite_rows, rows, at::zeros({}, rows.options()));
+    weights = finite_rows.to(at::kFloat);
+  }
+  add_per_channel(rows, weights);
+}
+
+bool HistogramObserverImpl::awaiting_grid() const {
+  return options.grid() == HistogramGrid::kShared && min_val.numel() > 0 && counts.numel() == 0;
+}
+
+void HistogramObserverImpl::fix_grid() {
+  TORCH_CHECK_VALUE(options.grid() == HistogramGrid::kShared, kKind,
+                    ": fix_grid() is for a shared grid (HistogramGrid::kShared); this observer "
+                    "streams (kStreaming) and fixes its grid from its first batch");
+  TORCH_CHECK_VALUE(awaiting_grid(), kKind, ": fix_grid() ends the range pass; ",
+                    has_data() ? "the grid is fixed already (reset_stats() starts over)"
+                               : "no data observed yet");
+  // The width a streaming histogram takes from a first batch with this range: max|x| / bins,
+  // in float64 from the float32 extremes. A channel without a non-zero finite value gets
+  // width 0 (everything in bin 0), as in streaming mode.
+  auto amax = at::maximum(-min_val, max_val).to(at::kCPU, at::kDouble).clamp_min(0.0);
+  bin_width.set_data((amax / static_cast<double>(options.bins())).to(bin_width.device()));
+  counts.set_data(at::zeros({min_val.size(0), options.bins()}, counts.options()));
 }
 
 at::Tensor HistogramObserverImpl::shape_for_spec(const at::Tensor& per_channel) const {
@@ -272,7 +321,7 @@ at::Tensor HistogramObserverImpl::shape_for_spec(const at::Tensor& per_channel) 
 }
 
 at::Tensor HistogramObserverImpl::abs_max() const {
-  TORCH_CHECK_VALUE(has_data(), kKind, ": no data observed yet");
+  TORCH_CHECK_VALUE(min_val.numel() > 0, kKind, ": no data observed yet");
   return shape_for_spec(at::maximum(-min_val, max_val).clamp_min(0));
 }
 
@@ -282,6 +331,9 @@ at::Tensor HistogramObserverImpl::compute_amax(CalibrationMethod method) const {
 
 at::Tensor HistogramObserverImpl::compute_amax(CalibrationMethod method,
                                                const RangeSearchOptions& search) const {
+  TORCH_CHECK_VALUE(!awaiting_grid(), kKind, ": the range pass of this shared-grid histogram "
+                    "is done but its grid is not fixed: call fix_grid() and observe the data "
+                    "again (tquant::calibrate does both)");
   TORCH_CHECK_VALUE(has_data(), kKind, ": no data observed yet; run calibration before asking "
                     "for a range");
   TORCH_CHECK_NOT_IMPLEMENTED(
@@ -335,10 +387,17 @@ void HistogramObserverImpl::merge(const ObserverBase& other_base) {
   const auto* other = dynamic_cast<const HistogramObserverImpl*>(&other_base);
   TORCH_CHECK_TYPE(other != nullptr, kKind, ": can only merge another HistogramObserver");
   TORCH_CHECK_VALUE(to_string(other->options.spec()) == to_string(options.spec()) &&
-                        other->options.bins() == options.bins(),
-                    kKind, ": cannot merge observers of different specs or bin counts: ",
-                    to_string(options.spec()), " (", options.bins(), " bins) and ",
-                    to_string(other->options.spec()), " (", other->options.bins(), " bins)");
+                        other->options.bins() == options.bins() &&
+                        other->options.grid() == options.grid(),
+                    kKind, ": cannot merge observers of different specs, bin counts or grids: ",
+                    to_string(options.spec()), " (", options.bins(), " bins, ",
+                    to_string(options.grid()), " grid) and ", to_string(other->options.spec()),
+                    " (", other->options.bins(), " bins, ", to_string(other->options.grid()),
+                    " grid)");
+  if (options.grid() == HistogramGrid::kShared) {
+    merge_shared(*other);
+    return;
+  }
   if (!other->has_data()) return;
   if (!has_data()) {
     counts.set_data(other->counts.to(counts.device()).clone());
@@ -369,11 +428,42 @@ void HistogramObserverImpl::merge(const ObserverBase& other_base) {
   counts.add_(added.to(counts.device()));
 }
 
+void HistogramObserverImpl::merge_shared(const HistogramObserverImpl& other) {
+  // Exact: ranges combine by min / max, counts on the same grid add. Histograms on different
+  // grids (another range, or one still in its range pass) are refused rather than rebinned.
+  if (other.min_val.numel() == 0) return;
+  if (min_val.numel() == 0) {
+    counts.set_data(other.counts.to(counts.device()).clone());
+    bin_width.set_data(other.bin_width.to(bin_width.device()).clone());
+    min_val.set_data(other.min_val.to(min_val.device()).clone());
+    max_val.set_data(other.max_val.to(max_val.device()).clone());
+    return;
+  }
+  TORCH_CHECK_VALUE(other.min_val.size(0) == min_val.size(0), kKind, ": cannot merge ",
+                    other.min_val.size(0), " channels into ", min_val.size(0));
+  const bool both_ranging = awaiting_grid() && other.awaiting_grid();
+  const bool same_grid = has_data() && other.has_data() &&
+                         counts.sizes() == other.counts.sizes() &&
+                         at::equal(bin_width.to(at::kCPU), other.bin_width.to(at::kCPU));
+  TORCH_CHECK_VALUE(both_ranging || same_grid, kKind, ": cannot merge shared-grid histograms ",
+                    "on different grids: expected both in their range pass, or both counting "
+                    "on equal bin widths (fix_grid() after the same min / max), got ",
+                    awaiting_grid() ? "a range pass" : "a fixed grid", " and ",
+                    other.awaiting_grid() ? "a range pass" : "a fixed grid",
+                    both_ranging || !has_data() || !other.has_data() ? "" : " of other widths");
+  min_val.set_data(at::minimum(min_val, other.min_val.to(min_val.device())));
+  max_val.set_data(at::maximum(max_val, other.max_val.to(max_val.device())));
+  if (same_grid) counts.add_(other.counts.to(counts.device()));
+}
+
 std::string HistogramObserverImpl::describe() const {
   std::ostringstream out;
   out << kKind << " " << to_string(options.spec()) << " " << to_string(options.method());
   if (options.method() == CalibrationMethod::kPercentile) out << "(" << options.search().percentile() << ")";
-  if (has_data()) {
+  if (options.grid() == HistogramGrid::kShared) out << ", shared grid";
+  if (awaiting_grid()) {
+    out << ", range pass, |x| <= " << at::maximum(-min_val, max_val).max().item<float>();
+  } else if (has_data()) {
     out << ", " << counts.size(1) << " bins, |x| <= " << at::maximum(-min_val, max_val).max().item<float>();
   } else {
     out << ", (no data)";
@@ -383,7 +473,8 @@ std::string HistogramObserverImpl::describe() const {
 
 void HistogramObserverImpl::pretty_print(std::ostream& stream) const {
   stream << "tquant::" << kKind << "(" << to_string(options.spec()) << ", "
-         << to_string(options.method()) << ", bins=" << options.bins() << ")";
+         << to_string(options.method()) << ", bins=" << options.bins()
+         << (options.grid() == HistogramGrid::kShared ? ", grid=shared" : "") << ")";
 }
 
 }  // namespace tquant

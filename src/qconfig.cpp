@@ -66,7 +66,8 @@ QConfig int8_static_qconfig(const PresetOptions& options) {
   auto activation = fake_quantize_factory(FakeQuantizeOptions(observer_factory<HistogramObserver>(
       HistogramObserverOptions(int8_per_tensor_activation_spec())
           .method(CalibrationMethod::kPercentile)
-          .non_finite(options.non_finite()))));
+          .non_finite(options.non_finite())
+          .grid(options.histogram_grid()))));
   return QConfig{std::move(activation), per_channel_int8_weight(options)};
 }
 

@@ -18,6 +18,7 @@
 #include "tquant/nn/quant_embedding.h"
 #include "tquant/nn/quant_linear.h"
 #include "tquant/nn/quantizable.h"
+#include "calibrate_passes.h"
 #include "error_context.h"
 #include "module_walk.h"
 
@@ -291,14 +292,29 @@ void CalibrationProgress::step(int64_t batches) {
   if (on_step_) on_step_(batches_);
 }
 
-CalibrationReport calibrate(torch::nn::Module& model,
-                            const std::function<void(CalibrationProgress&)>& forward_loop,
-                            CalibrationProgress::Callback on_step) {
+namespace detail {
+
+namespace {
+
+HistogramObserverImpl* shared_grid_histogram(FakeQuantizeImpl& quantizer) {
+  auto* histogram = dynamic_cast<HistogramObserverImpl*>(quantizer.observer.get());
+  return histogram != nullptr && histogram->options.grid() == HistogramGrid::kShared ? histogram
+                                                                                     : nullptr;
+}
+
+}  // namespace
+
+CalibrationReport calibrate_in_passes(torch::nn::Module& model,
+                                      const std::function<void(CalibrationProgress&)>& forward_loop,
+                                      CalibrationProgress::Callback on_step,
+                                      const std::function<void()>& after_range_pass,
+                                      const std::function<void()>& after_last_pass) {
   TORCH_CHECK_VALUE(static_cast<bool>(forward_loop), "calibrate: expected a forward loop, got an "
                     "empty function");
   CalibrationReport report;
   std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> driven;
   bool any_prepared = false;
+  bool two_passes = false;
   for (auto& [name, module] : quantizable_modules(model)) {
     Quantizable& quantizable = *as_quantizable(*module);
     if (!quantizable.qconfig()) continue;
@@ -310,6 +326,7 @@ CalibrationReport calibrate(torch::nn::Module& model,
     }
     for (auto& [quantizer_name, quantizer] : quantizers_of(*module)) {
       quantizer->observer_ref().reset_stats();
+      two_passes = two_passes || shared_grid_histogram(*quantizer) != nullptr;
     }
     quantizable.set_mode(QuantMode::kObserve);
     driven.emplace_back(name, module);
@@ -318,9 +335,35 @@ CalibrationReport calibrate(torch::nn::Module& model,
                     "QConfig), got none; call tquant::prepare first");
 
   detail::name_quantizers(model);  // observer errors in the loop name their quantizer
-  CalibrationProgress progress(std::move(on_step));
+  CalibrationProgress progress(on_step);
   forward_loop(progress);
   report.batches = progress.batches();
+
+  if (two_passes) {
+    if (after_range_pass) after_range_pass();
+    // Second pass: shared-grid histograms count on their fixed grids; every other observer
+    // already holds the statistics of one pass and sits it out.
+    std::vector<FakeQuantizeImpl*> paused;
+    for (auto& [name, module] : driven) {
+      for (auto& [quantizer_name, quantizer] : quantizers_of(*module)) {
+        if (auto* histogram = shared_grid_histogram(*quantizer)) {
+          if (histogram->awaiting_grid()) histogram->fix_grid();
+        } else if (quantizer->observer_enabled()) {
+          quantizer->enable_observer(false);
+          paused.push_back(quantizer);
+        }
+      }
+    }
+    CalibrationProgress counting(on_step);
+    try {
+      forward_loop(counting);
+    } catch (...) {
+      for (auto* quantizer : paused) quantizer->enable_observer(true);  // back in observe mode
+      throw;
+    }
+    for (auto* quantizer : paused) quantizer->enable_observer(true);
+  }
+  if (after_last_pass) after_last_pass();
 
   for (auto& [name, module] : driven) {
     Quantizable& quantizable = *as_quantizable(*module);
@@ -337,6 +380,14 @@ CalibrationReport calibrate(torch::nn::Module& model,
     }
   }
   return report;
+}
+
+}  // namespace detail
+
+CalibrationReport calibrate(torch::nn::Module& model,
+                            const std::function<void(CalibrationProgress&)>& forward_loop,
+                            CalibrationProgress::Callback on_step) {
+  return detail::calibrate_in_passes(model, forward_loop, std::move(on_step), {}, {});
 }
 
 CalibrationReport calibrate(torch::nn::Module& model, const std::function<void()>& forward_loop) {

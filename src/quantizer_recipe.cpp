@@ -91,7 +91,8 @@ std::optional<json> observer_json(const torch::nn::Module& observer) {
                 {"start_bin", options.search().start_bin()},
                 {"stride", options.search().stride()},
                 {"eps", options.eps()},
-                {"non_finite", to_string(options.non_finite())}};
+                {"non_finite", to_string(options.non_finite())},
+                {"grid", tquant::to_string(options.grid())}};
   }
   return std::nullopt;
 }
@@ -119,7 +120,9 @@ ObserverFactory observer_from_json(const json& j) {
                       .start_bin(j.at("start_bin").get<int64_t>())
                       .stride(j.at("stride").get<int64_t>()))
           .eps(j.at("eps").get<double>())
-          .non_finite(policy_from_json(j)));
+          .non_finite(policy_from_json(j))
+          // Files written before shared grids existed hold streaming histograms.
+          .grid(histogram_grid_from_string(j.value("grid", std::string("streaming")))));
 }
 
 }  // namespace

@@ -224,7 +224,145 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Histogram grids: Linear -> ReLU -> Linear, both inputs observed by histograms (per tensor or
+// per channel), the first on rank-dependent ranges, the second after the ReLU (a spike of
+// exact zeros). Every method is read from the same calibration (set_calibration_method).
+
+constexpr int64_t kGridFeatures = 16;
+constexpr int64_t kGridHidden = 24;
+constexpr int64_t kGridBatches = 6;  // contiguous shards of 6 / world
+constexpr int64_t kGridRows = 37;
+
+struct GridNetImpl : torch::nn::Module {
+  GridNetImpl() {
+    fc1 = register_module("fc1", QuantLinear(kGridFeatures, kGridHidden));
+    fc2 = register_module("fc2", QuantLinear(kGridHidden, 5));
+  }
+  at::Tensor forward(const at::Tensor& x) { return fc2(torch::relu(fc1(x))); }
+  QuantLinear fc1{nullptr};
+  QuantLinear fc2{nullptr};
+};
+TORCH_MODULE(GridNet);
+
+struct GridCase {
+  std::string name;
+  Granularity granularity;
+  HistogramGrid grid;
+};
+
+const std::vector<GridCase>& grid_cases() {
+  static const std::vector<GridCase> cases = {
+      {"shared_per_tensor", Granularity::kPerTensor, HistogramGrid::kShared},
+      {"shared_per_channel", Granularity::kPerChannel, HistogramGrid::kShared},
+      {"streaming_per_tensor", Granularity::kPerTensor, HistogramGrid::kStreaming},
+      {"streaming_per_channel", Granularity::kPerChannel, HistogramGrid::kStreaming}};
+  return cases;
+}
+
+/// fc1's input: int8 symmetric; fc2's input (after the ReLU): uint8 affine, so zero points
+/// are compared too. Per channel: one histogram per input feature (axis 1 of [rows, in]).
+QConfigMapping grid_mapping(const GridCase& c) {
+  auto spec = [&](QuantSpec s) {
+    return c.granularity == Granularity::kPerChannel ? s.granularity(Granularity::kPerChannel).axis(1)
+                                                     : s;
+  };
+  auto histogram = [&](QuantSpec s) {
+    return quantizer<HistogramObserver>(HistogramObserverOptions(spec(s)).grid(c.grid));
+  };
+  auto weights = quantizer<PerChannelMinMaxObserver>(MinMaxObserverOptions(per_channel()));
+  return QConfigMapping()
+      .set_module_name("fc1", QConfig{histogram(int8_per_tensor_activation_spec()), weights})
+      .set_module_name("fc2", QConfig{histogram(QuantSpec(QuantDtype::kUInt8).symmetric(false)),
+                                      weights});
+}
+
+/// Rank r of `world` owns batches [r * 6 / world, (r + 1) * 6 / world); its data are scaled by
+/// 1 + r and shifted by 0.5 r, so every rank sees another range.
+std::vector<at::Tensor> grid_batches(int world) {
+  auto gen = at::detail::createCPUGenerator(11);
+  std::vector<at::Tensor> result;
+  for (int64_t i = 0; i < kGridBatches; ++i) {
+    const double owner = static_cast<double>(i * world / kGridBatches);
+    result.push_back(at::randn({kGridRows, kGridFeatures}, gen) * (1.0 + owner) + 0.5 * owner);
+  }
+  return result;
+}
+
+struct GridMethod {
+  std::string name;
+  CalibrationMethod method;
+  double percentile;
+};
+
+const std::vector<GridMethod>& grid_methods() {
+  static const std::vector<GridMethod> methods = {
+      {"max", CalibrationMethod::kMax, 0},
+      {"percentile99.9", CalibrationMethod::kPercentile, 99.9},
+      {"percentile99.99", CalibrationMethod::kPercentile, 99.99},
+      {"entropy", CalibrationMethod::kEntropy, 0},
+      {"mse", CalibrationMethod::kMse, 0}};
+  return methods;
+}
+
+const std::vector<std::string>& grid_quantizers() {
+  static const std::vector<std::string> names = {"fc1.input_quantizer", "fc2.input_quantizer"};
+  return names;
+}
+
+GridNet calibrated_grid_net(const GridCase& c, const std::vector<at::Tensor>& data,
+                            const DistributedGroup* group) {
+  torch::manual_seed(3);
+  GridNet net;
+  prepare(*net, grid_mapping(c));
+  torch::NoGradGuard no_grad;
+  auto loop = [&] {
+    for (const auto& batch : data) net->forward(batch);
+  };
+  if (group != nullptr) {
+    calibrate_distributed(*net, *group, loop);
+  } else {
+    calibrate(*net, loop);
+  }
+  return net;
+}
+
+/// For every method: amax, scale and zero point of both histogram quantizers, plus their bin
+/// widths, keyed "<case>/<quantizer>/<method>/<field>".
+Tensors grid_state(GridNet& net, const GridCase& c) {
+  Tensors out;
+  for (const auto& m : grid_methods()) {
+    if (m.method == CalibrationMethod::kPercentile) {
+      set_calibration_method(*net, m.method, m.percentile);
+    } else {
+      set_calibration_method(*net, m.method);
+    }
+    for (const auto& q : grid_quantizers()) {
+      auto* fq = dynamic_cast<FakeQuantizeImpl*>(net->named_modules()[q].get());
+      auto* h = dynamic_cast<HistogramObserverImpl*>(fq->observer.get());
+      const std::string key = c.name + "/" + q + "/" + m.name + "/";
+      out.insert(key + "amax", h->compute_amax(m.method).clone());
+      out.insert(key + "scale", fq->qparams().scale.clone());
+      out.insert(key + "zero_point", fq->qparams().zero_point.clone());
+      out.insert(c.name + "/" + q + "/bin_width", h->bin_width.clone());
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rank side: what each launched process runs.
+
+void run_histogram_grids(const std::string& out_dir) {
+  auto env_group = process_group_from_env(ProcessGroupOptions().timeout(std::chrono::seconds(60)));
+  const DistributedGroup& group = env_group.group;
+  const auto data = shard(grid_batches(group.size()), group.rank(), group.size());
+  Tensors out;
+  for (const auto& c : grid_cases()) {
+    GridNet net = calibrated_grid_net(c, data, &group);
+    merge_into(out, grid_state(net, c));
+  }
+  write_file(out_dir + "/rank" + std::to_string(group.rank()) + ".pt", torch::pickle_save(out));
+}
 
 constexpr auto kFaultTimeout = std::chrono::seconds(4);
 
@@ -373,6 +511,17 @@ Tensors load_rank(const Launched& launched, int rank) {
   return c10::impl::toTypedDict<std::string, at::Tensor>(torch::pickle_load(bytes).toGenericDict());
 }
 
+/// Launches `scenario` on `world` ranks; every rank must exit 0 and write its results.
+void launch_and_load(const std::string& scenario, int world, Launched& launched,
+                     std::vector<Tensors>& ranks) {
+  launched = launch(scenario, world);
+  for (const auto& exit : launched.exits) {
+    ASSERT_EQ(exit.exit_code, 0) << "rank " << exit.rank << " failed (timed out: "
+                                 << exit.timed_out << ")";
+  }
+  for (int r = 0; r < world; ++r) ranks.push_back(load_rank(launched, r));
+}
+
 void expect_bit_equal(const at::Tensor& a, const at::Tensor& b, const std::string& what) {
   ASSERT_TRUE(a.defined() && b.defined()) << what;
   ASSERT_EQ(a.sizes(), b.sizes()) << what;
@@ -402,13 +551,10 @@ std::vector<Tensors> per_shard_calibration(int world) {
 
 void check_calibrate_and_train(int world) {
   at::set_num_threads(1);
-  const auto launched = launch("calibrate_and_train", world);
-  for (const auto& exit : launched.exits) {
-    ASSERT_EQ(exit.exit_code, 0) << "rank " << exit.rank << " failed (timed out: "
-                                 << exit.timed_out << ")";
-  }
+  Launched launched;
   std::vector<Tensors> ranks;
-  for (int r = 0; r < world; ++r) ranks.push_back(load_rank(launched, r));
+  launch_and_load("calibrate_and_train", world, launched, ranks);
+  if (::testing::Test::HasFatalFailure()) return;
 
   // Every tensor bit-identical across ranks.
   for (int r = 1; r < world; ++r) {
@@ -511,6 +657,8 @@ TEST(DistributedWorker, Run) {
   const std::string out_dir = env("TQUANT_DIST_OUT");
   if (scenario == "calibrate_and_train") {
     run_calibrate_and_train(out_dir);
+  } else if (scenario == "histogram_grids") {
+    run_histogram_grids(out_dir);
   } else if (scenario == "mismatch") {
     run_mismatch(out_dir);
   } else if (scenario == "dies") {
@@ -530,6 +678,77 @@ TEST(Distributed, TwoRanksCalibrateLikeOneProcessAndTrainIdenticalReplicas) {
 
 TEST(Distributed, ThreeRanksCalibrateLikeOneProcessAndTrainIdenticalReplicas) {
   check_calibrate_and_train(3);
+}
+
+/// Gap between two amax tensors in bins of `width` (per channel), the largest one.
+double gap_in_bins(const at::Tensor& a, const at::Tensor& b, const at::Tensor& width) {
+  auto w = width.to(at::kDouble).reshape(a.sizes());
+  return ((a.to(at::kDouble) - b.to(at::kDouble)).abs() / w.clamp_min(1e-30)).max().item<double>();
+}
+
+void check_histogram_grids(int world) {
+  at::set_num_threads(1);
+  Launched launched;
+  std::vector<Tensors> ranks;
+  launch_and_load("histogram_grids", world, launched, ranks);
+  if (::testing::Test::HasFatalFailure()) return;
+  const auto all = grid_batches(world);
+  for (const auto& c : grid_cases()) {
+    GridNet one = calibrated_grid_net(c, all, nullptr);
+    const Tensors single = grid_state(one, c);
+    // Streaming: each rank's own bin widths (its shard alone), for the percentile bound.
+    std::vector<Tensors> own;
+    if (c.grid == HistogramGrid::kStreaming) {
+      for (int r = 0; r < world; ++r) {
+        GridNet alone = calibrated_grid_net(c, shard(all, r, world), nullptr);
+        own.push_back(grid_state(alone, c));
+      }
+    }
+    for (const auto& q : grid_quantizers()) {
+      const at::Tensor width = single.at(c.name + "/" + q + "/bin_width");
+      for (const auto& m : grid_methods()) {
+        const std::string key = c.name + "/" + q + "/" + m.name + "/";
+        for (int r = 0; r < world; ++r) {  // every rank holds the same parameters
+          for (const std::string field : {"amax", "scale", "zero_point"}) {
+            expect_bit_equal(ranks[r].at(key + field), ranks[0].at(key + field),
+                             key + field + " on rank " + std::to_string(r));
+          }
+        }
+        const Tensors& mine = ranks[0];
+        if (c.grid == HistogramGrid::kShared) {
+          for (const std::string field : {"amax", "scale", "zero_point"}) {
+            expect_bit_equal(mine.at(key + field), single.at(key + field),
+                             std::to_string(world) + " ranks vs one process: " + key + field);
+          }
+          continue;
+        }
+        const double bins = gap_in_bins(mine.at(key + "amax"), single.at(key + "amax"), width);
+        std::cout << "[ distributed ] " << world << " ranks, " << key << "amax gap to one process: "
+                  << bins << " bins\n";
+        if (m.method == CalibrationMethod::kMax) {
+          expect_bit_equal(mine.at(key + "amax"), single.at(key + "amax"), key + "amax");
+        } else if (m.method == CalibrationMethod::kPercentile) {
+          // A rank's bin of width w_r spreads over the common bins it overlaps, so mass moves
+          // by less than w_r and the percentile's bin by at most ceil(w_r / w) + 1.
+          double ratio = 0;
+          for (int r = 0; r < world; ++r) {
+            const at::Tensor w_r = own[r].at(c.name + "/" + q + "/bin_width").to(at::kDouble);
+            ratio = std::max(ratio, (w_r / width.to(at::kDouble).clamp_min(1e-30)).max().item<double>());
+          }
+          EXPECT_LE(bins, std::ceil(ratio) + 1.0 + 1e-3) << key << " (w_r / w up to " << ratio << ")";
+        }
+      }
+    }
+  }
+  remove_result_dir(launched.dir);
+}
+
+TEST(Distributed, TwoRanksSharedGridHistogramsEqualOneProcessForEveryMethod) {
+  check_histogram_grids(2);
+}
+
+TEST(Distributed, ThreeRanksSharedGridHistogramsEqualOneProcessForEveryMethod) {
+  check_histogram_grids(3);
 }
 
 TEST(Distributed, MismatchedModelsFailNamingTheFirstDifferenceThenAFreshGroupWorks) {

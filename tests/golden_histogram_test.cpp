@@ -203,8 +203,14 @@ TEST(GoldenHistogram, FixtureHoldsTheExpectedCases) {
     EXPECT_EQ(c.edges.numel(), c.counts.numel() + 1) << c.name;
     EXPECT_EQ(c.percentiles.size(), c.amax_percentile.size()) << c.name;
   }
-  EXPECT_EQ(names, (std::set<std::string>{"laplace_grow_once", "relu_zeros_growing",
-                                          "student_t_fixed_range", "student_t_growing"}));
+  std::set<std::string> expected = {"laplace_grow_once", "relu_zeros_growing",
+                                    "student_t_fixed_range", "student_t_growing"};
+  for (const std::string kind : {"relu_spike", "gelu_spike", "signed_spike"}) {
+    for (const std::string variant : {"_order_a", "_order_b", "_order_c", "_one_batch"}) {
+      expected.insert(kind + variant);
+    }
+  }
+  EXPECT_EQ(names, expected);
 }
 
 TEST(GoldenHistogram, HistogramMatchesModelOpt) {
@@ -312,6 +318,99 @@ TEST(GoldenHistogram, MseOnModelOptHistogramPicksTheSameBin) {
 TEST(GoldenHistogram, PercentileOnModelOptHistogramPicksTheSameBin) {
   for (const auto& c : golden_cases()) {
     expect_search_on_its_histogram_picks_the_same_bin(c, CalibrationMethod::kPercentile);
+  }
+}
+
+// Spikes at zero (gen_histogram_golden.py's make_spike_cases): the same values after a ReLU,
+// after a GELU and before either (control), each observed in three batch orders and in one
+// batch. The first batch fixes the bin width, so each order bins the same values on another
+// grid; one batch is the grid of a shared-grid histogram (HistogramGrid::kShared) on any
+// split. Every case is also in the one-bin checks above (tquant vs ModelOpt on each grid);
+// this test measures how far each method moves between grids, for both tools, and what the
+// streaming merge of per-batch histograms (what a multi-rank sync does) does to it.
+
+const GoldenCase& golden_case(const std::string& name) {
+  for (const auto& c : golden_cases()) {
+    if (c.name == name) return c;
+  }
+  TORCH_CHECK(false, "golden fixture has no case '", name, "'");
+}
+
+/// A streaming observer per batch, merged in order (each batch binned on its own grid first).
+HistogramObserver merged_per_batch(const std::vector<at::Tensor>& batches, const QuantSpec& spec) {
+  HistogramObserver total{HistogramObserverOptions(spec)};
+  for (const auto& x : batches) {
+    HistogramObserver part{HistogramObserverOptions(spec)};
+    part->observe(x);
+    total->merge(*part);
+  }
+  return total;
+}
+
+TEST(GoldenHistogram, SpikeAtZeroRangesOnEveryGrid) {
+  const std::vector<std::string> orders = {"_order_a", "_order_b", "_order_c"};
+  for (const std::string kind : {"relu_spike", "gelu_spike", "signed_spike"}) {
+    const GoldenCase& one = golden_case(kind + "_one_batch");
+    const double width = one.bin_width;  // the coarsest grid of the four
+    // tquant's shared grid: the same grid and counts for every order, so the same ranges.
+    at::Tensor shared_amax;
+    for (const auto& order : orders) {
+      HistogramObserver h{HistogramObserverOptions(int8_spec()).grid(tquant::HistogramGrid::kShared)};
+      const auto& batches = golden_case(kind + order).batches;
+      for (const auto& x : batches) h->observe(x);
+      h->fix_grid();
+      for (const auto& x : batches) h->observe(x);
+      EXPECT_EQ(h->bin_width.item<double>(), width) << kind << order;
+      auto amax = at::stack({h->compute_amax(CalibrationMethod::kEntropy),
+                             h->compute_amax(CalibrationMethod::kMse),
+                             h->compute_amax(CalibrationMethod::kPercentile)});
+      if (!shared_amax.defined()) shared_amax = amax;
+      EXPECT_TRUE(at::equal(amax, shared_amax)) << kind << order;
+    }
+    const double shared_entropy = shared_amax[0].item<double>();
+    expect_amax_near(one, "shared grid entropy", one.entropy, shared_entropy);
+
+    // Spread over the four grids (three orders and one batch), in bins of the coarsest grid.
+    struct Spread {
+      double lo = 1e300;
+      double hi = -1e300;
+      void add(double v) { lo = std::min(lo, v), hi = std::max(hi, v); }
+    };
+    Spread mo_entropy, mo_percentile, mo_mse, tq_entropy;
+    for (const auto& name : {kind + orders[0], kind + orders[1], kind + orders[2],
+                             kind + "_one_batch"}) {
+      const GoldenCase& c = golden_case(name);
+      mo_entropy.add(c.entropy);
+      mo_percentile.add(c.amax_percentile[1]);  // 99.99
+      mo_mse.add(c.mse);
+      tq_entropy.add(observe_all(c, int8_spec())->compute_amax(CalibrationMethod::kEntropy).item<double>());
+    }
+    // Streaming merge of one histogram per batch (four "ranks", each its own grid).
+    const auto& first_order = golden_case(kind + orders[0]).batches;
+    auto merged = merged_per_batch(first_order, int8_spec());
+    const double merged_entropy = merged->compute_amax(CalibrationMethod::kEntropy).item<double>();
+    const double merged_mse = merged_per_batch(first_order, int8_narrow_spec())
+                                  ->compute_amax(CalibrationMethod::kMse)
+                                  .item<double>();
+    const double merged_percentile =
+        merged->compute_amax(CalibrationMethod::kPercentile).item<double>();
+    const double zeros = [&] {
+      double n = 0, total = 0;
+      for (const auto& x : one.batches) n += x.eq(0).sum().item<double>(), total += x.numel();
+      return n / total;
+    }();
+    std::cout << std::setprecision(5) << "[ spike    ] " << kind << " (exact zeros "
+              << 100 * zeros << " %, bins of " << width << "):"
+              << " spread over 4 grids, ModelOpt: entropy " << (mo_entropy.hi - mo_entropy.lo) / width
+              << " bins [" << mo_entropy.lo << ", " << mo_entropy.hi << "], percentile 99.99 "
+              << (mo_percentile.hi - mo_percentile.lo) / width << " bins, mse "
+              << (mo_mse.hi - mo_mse.lo) / width << " bins; tquant streaming entropy "
+              << (tq_entropy.hi - tq_entropy.lo) / width << " bins; shared grid entropy "
+              << shared_entropy << " (every order); merge of per-batch histograms: entropy "
+              << merged_entropy << " (" << (merged_entropy - one.entropy) / width
+              << " bins from one batch), mse " << merged_mse << " ("
+              << (merged_mse - one.mse) / width << "), percentile " << merged_percentile << " ("
+              << (merged_percentile - one.amax_percentile[1]) / width << ")\n";
   }
 }
 

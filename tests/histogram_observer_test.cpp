@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include "test_util.h"
 
 #include "tquant/histogram_observer.h"
 
@@ -417,4 +418,150 @@ TEST(HistogramObserver, PerChannelCountsEqualFloorOfAbsOverWidth) {
       EXPECT_TRUE(torch::equal(observer->counts[c], expected)) << "axis " << axis << " channel " << c;
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared grid (HistogramGrid::kShared): range pass, fix_grid(), counting pass.
+
+namespace {
+
+HistogramObserverOptions shared_grid_options(QuantSpec spec) {
+  return HistogramObserverOptions(spec).grid(HistogramGrid::kShared);
+}
+
+/// Batches whose ranges differ (each scaled and shifted by its index), 17 columns, odd rows;
+/// every other batch passed through ReLU (a spike of exact zeros).
+std::vector<torch::Tensor> mixed_range_batches() {
+  std::vector<torch::Tensor> batches;
+  for (int64_t i = 0; i < 6; ++i) {
+    torch::manual_seed(100 + i);
+    auto x = torch::randn({33 + 2 * i, 17}) * (1.0 + i) + 0.3 * i;
+    batches.push_back(i % 2 == 1 ? torch::relu(x) : x);
+  }
+  return batches;
+}
+
+/// Range pass over every group of batches (one observer each), ranges merged, grids fixed,
+/// counting pass, counts merged: as N ranks would, in one process.
+HistogramObserver shared_grid_over(const std::vector<std::vector<torch::Tensor>>& groups,
+                                   const HistogramObserverOptions& options) {
+  std::vector<HistogramObserver> parts;
+  for (const auto& group : groups) {
+    parts.emplace_back(options);
+    for (const auto& x : group) parts.back()->observe(x);
+  }
+  HistogramObserver ranges(options);
+  for (auto& part : parts) ranges->merge(*part);
+  for (size_t i = 0; i < groups.size(); ++i) {
+    parts[i]->min_val.set_data(ranges->min_val.clone());  // what the ranks' MIN / MAX gives
+    parts[i]->max_val.set_data(ranges->max_val.clone());
+    parts[i]->fix_grid();
+    for (const auto& x : groups[i]) parts[i]->observe(x);
+  }
+  HistogramObserver total(options);
+  for (auto& part : parts) total->merge(*part);
+  return total;
+}
+
+constexpr CalibrationMethod kAllMethods[] = {CalibrationMethod::kMax,
+                                             CalibrationMethod::kPercentile,
+                                             CalibrationMethod::kEntropy, CalibrationMethod::kMse};
+
+}  // namespace
+
+TEST(HistogramObserver, SharedGridGivesTheSameHistogramHoweverTheDataAreSplit) {
+  const auto batches = mixed_range_batches();
+  for (const QuantSpec spec : {QuantSpec(), QuantSpec().granularity(Granularity::kPerChannel).axis(1),
+                               QuantSpec(QuantDtype::kUInt8).symmetric(false)}) {
+    const auto options = shared_grid_options(spec);
+    auto one = shared_grid_over({batches}, options);
+    const std::vector<std::vector<torch::Tensor>> splits[] = {
+        {{batches[0], batches[1], batches[2]}, {batches[3], batches[4], batches[5]}},
+        {{batches[5]}, {batches[0], batches[3]}, {batches[1], batches[2], batches[4]}},
+        {{batches[4], batches[1]}, {}, {batches[0], batches[2], batches[3], batches[5]}}};
+    for (const auto& split : splits) {
+      auto parts = shared_grid_over(split, options);
+      EXPECT_TRUE(torch::equal(parts->counts, one->counts)) << to_string(spec);
+      EXPECT_TRUE(torch::equal(parts->bin_width, one->bin_width));
+      EXPECT_TRUE(torch::equal(parts->min_val, one->min_val));
+      EXPECT_TRUE(torch::equal(parts->max_val, one->max_val));
+      for (const auto method : kAllMethods) {
+        EXPECT_TRUE(torch::equal(parts->compute_amax(method), one->compute_amax(method)))
+            << to_string(spec) << " " << to_string(method);
+        parts->set_method(method);
+        one->set_method(method);
+        const auto a = parts->calculate_qparams();
+        const auto b = one->calculate_qparams();
+        EXPECT_TRUE(torch::equal(a.scale, b.scale) && torch::equal(a.zero_point, b.zero_point))
+            << to_string(spec) << " " << to_string(method);
+      }
+    }
+  }
+}
+
+TEST(HistogramObserver, SharedGridWidthIsTheWholeRangeOverBins) {
+  const auto batches = mixed_range_batches();
+  HistogramObserver shared(shared_grid_options(QuantSpec()));
+  for (const auto& x : batches) shared->observe(x);
+  EXPECT_TRUE(shared->awaiting_grid());
+  EXPECT_FALSE(shared->has_data());
+  EXPECT_EQ(shared->counts.numel(), 0);
+  shared->fix_grid();
+  for (const auto& x : batches) shared->observe(x);
+  double top = 0;
+  for (const auto& x : batches) top = std::max(top, x.abs().max().item<double>());
+  EXPECT_EQ(shared->bin_width.item<double>(), top / 2048);
+  EXPECT_EQ(shared->counts.size(1), 2048);
+  int64_t total = 0;
+  for (const auto& x : batches) total += x.numel();
+  EXPECT_EQ(shared->counts.sum().item<double>(), static_cast<double>(total));
+
+  // On one batch the shared grid is the streaming one: the first batch fixes the width.
+  HistogramObserver streaming;
+  HistogramObserver one_batch(shared_grid_options(QuantSpec()));
+  streaming->observe(batches[3]);
+  one_batch->observe(batches[3]);
+  one_batch->fix_grid();
+  one_batch->observe(batches[3]);
+  EXPECT_TRUE(torch::equal(one_batch->counts, streaming->counts));
+  EXPECT_TRUE(torch::equal(one_batch->bin_width, streaming->bin_width));
+}
+
+TEST(HistogramObserver, SharedGridCountsValuesBeyondTheGridInTheLastBin) {
+  for (const QuantSpec spec : {QuantSpec(), QuantSpec().granularity(Granularity::kPerChannel)}) {
+    HistogramObserver h(shared_grid_options(spec));
+    h->observe(torch::tensor({{1.0f, -2.0f}, {0.5f, 1.5f}}));
+    h->fix_grid();
+    h->observe(torch::tensor({{9.0f, -2.0f}, {0.5f, 1.5f}}));  // 9 lies beyond the grid
+    EXPECT_EQ(h->counts.sum().item<double>(), 4.0) << to_string(spec);
+    // The last bin holds 9 (clamped) and -2 (the right edge); per channel, both are channel 0's.
+    EXPECT_EQ(h->counts[0][-1].item<double>(), 2.0) << to_string(spec);
+    EXPECT_EQ(h->abs_max().max().item<float>(), 9.0f);  // max stays exact
+  }
+}
+
+TEST(HistogramObserver, SharedGridStepsAreCheckedWithClearErrors) {
+  HistogramObserver h(shared_grid_options(QuantSpec()));
+  EXPECT_NE(test::error_message([&] { h->fix_grid(); }).find("no data observed yet"),
+            std::string::npos);
+  h->observe(torch::randn({5, 3}));
+  EXPECT_NE(test::error_message([&] { h->compute_amax(CalibrationMethod::kMax); })
+                .find("call fix_grid() and observe the data again"),
+            std::string::npos);
+  h->fix_grid();
+  EXPECT_NE(test::error_message([&] { h->fix_grid(); }).find("the grid is fixed already"),
+            std::string::npos);
+  HistogramObserver streaming;
+  streaming->observe(torch::randn({5, 3}));
+  EXPECT_NE(test::error_message([&] { streaming->fix_grid(); }).find("this observer streams"),
+            std::string::npos);
+  EXPECT_NE(test::error_message([&] { h->merge(*streaming); }).find("grids"), std::string::npos);
+  // Another range: another grid, refused rather than rebinned.
+  HistogramObserver other(shared_grid_options(QuantSpec()));
+  other->observe(torch::randn({5, 3}) * 3);
+  other->fix_grid();
+  other->observe(torch::randn({5, 3}) * 3);
+  EXPECT_NE(test::error_message([&] { h->merge(*other); }).find("on different grids"),
+            std::string::npos);
+  EXPECT_NE(h->describe().find("shared grid"), std::string::npos);
 }

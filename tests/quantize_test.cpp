@@ -466,3 +466,52 @@ TEST(Qat, FreezeObserversNamesAQuantizerWithoutRange) {
             std::string::npos)
       << message;
 }
+
+TEST(Calibrate, SharedGridHistogramsGetARangePassThenACountingPass) {
+  // fc1's input: a shared-grid histogram; fc2's input: a moving average, which must see each
+  // batch once (a second pass would move it); the weights: per-channel min-max.
+  QConfig shared = int8_static_qconfig(PresetOptions().histogram_grid(HistogramGrid::kShared));
+  QConfig moving = int8_qat_qconfig();
+  auto data = batches(4, 17, 9);
+  data[2] = data[2] * 3.0;  // a later batch widens the range: no grid may follow the first
+  auto run = [&](const QConfigMapping& mapping, int* loops) {
+    torch::manual_seed(1);  // the same weights in both models
+    MemberNet net;
+    prepare(*net, mapping);
+    torch::NoGradGuard no_grad;
+    const auto report = calibrate(*net, [&](CalibrationProgress& progress) {
+      ++*loops;
+      for (const auto& batch : data) {
+        net->forward(batch);
+        progress.step();
+      }
+    });
+    EXPECT_EQ(report.batches, 4);
+    return net;
+  };
+  int loops = 0;
+  MemberNet net = run(QConfigMapping().set_module_name("fc1", shared).set_module_name("fc2", moving),
+                      &loops);
+  EXPECT_EQ(loops, 2);
+  int one_pass_loops = 0;
+  MemberNet reference = run(QConfigMapping(moving), &one_pass_loops);
+  EXPECT_EQ(one_pass_loops, 1);
+  EXPECT_EQ(net->fc1->mode(), QuantMode::kFakeQuant);
+  EXPECT_FALSE(net->fc1->input_quantizer->observer_enabled());  // frozen as usual
+  for (const std::string name : {"input_quantizer", "weight_quantizer"}) {
+    auto* mine = dynamic_cast<FakeQuantizeImpl*>(net->fc2->named_children()[name].get());
+    auto* theirs = dynamic_cast<FakeQuantizeImpl*>(reference->fc2->named_children()[name].get());
+    EXPECT_TRUE(torch::equal(mine->qparams().scale, theirs->qparams().scale)) << name;
+  }
+  // fc1's histogram: the whole range over 2048 bins, every value counted once.
+  auto& histogram = dynamic_cast<HistogramObserverImpl&>(*net->fc1->input_quantizer->observer);
+  double top = 0;
+  int64_t total = 0;
+  for (const auto& batch : data) {
+    top = std::max(top, batch.abs().max().item<double>());
+    total += batch.numel();
+  }
+  EXPECT_EQ(histogram.bin_width.item<double>(), top / 2048);
+  EXPECT_EQ(histogram.counts.sum().item<double>(), static_cast<double>(total));
+  EXPECT_NE(histogram.describe().find("shared grid"), std::string::npos);
+}

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "tquant/histogram_observer.h"
 #include "tquant/nn/quant_conv2d.h"
 #include "tquant/nn/quant_linear.h"
 #include "tquant/nn/quantizable.h"
@@ -399,4 +400,25 @@ TEST(Serialize, StructureMismatchListsWhatDiffers) {
                      "file tensor(s) not in the model: ", "'fc2.bias'",
                      "'fc1.bias' (model Float [12], file Float [16])"});
   EXPECT_EQ(other->fc1->mode(), QuantMode::kFloat);
+}
+
+TEST(Serialize, SharedGridHistogramsKeepTheirGridThroughTheRecipe) {
+  torch::manual_seed(13);
+  TwoLayer saved(8, 16, 3);
+  prepare(*saved, QConfigMapping(int8_static_qconfig(
+                      PresetOptions().histogram_grid(HistogramGrid::kShared))));
+  {
+    torch::NoGradGuard no_grad;
+    const auto data = torch::randn({32, 8});
+    calibrate(*saved, [&] { saved(data); });
+  }
+  const auto path = temp_path("shared_grid.safetensors");
+  save_state(*saved, path);
+  torch::manual_seed(14);
+  TwoLayer plain(8, 16, 3);  // quantizers rebuilt from the recipes
+  load_state(*plain, path);
+  auto& histogram =
+      dynamic_cast<HistogramObserverImpl&>(*plain->fc1->input_quantizer->observer);
+  EXPECT_EQ(histogram.options.grid(), HistogramGrid::kShared);
+  EXPECT_TRUE(same_state(snapshot(*plain), snapshot(*saved)));
 }

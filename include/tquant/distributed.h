@@ -128,7 +128,8 @@ void check_same_model(torch::nn::Module& model, const DistributedGroup& group,
 struct ObserverSyncReport {
   int64_t min_max = 0;         ///< running min / max: all-reduce MIN and MAX (exact)
   int64_t moving_average = 0;  ///< moving-average min / max: mean over ranks with data
-  int64_t histogram = 0;       ///< histograms: common grid, counts summed
+  int64_t histogram = 0;       ///< streaming histograms: common grid, counts rebinned and summed
+  int64_t shared_grid = 0;     ///< shared-grid histograms: ranges MIN / MAX, counts summed (exact)
   int64_t without_data = 0;    ///< observers no rank has seen data for (left empty)
 };
 
@@ -142,11 +143,18 @@ struct ObserverSyncReport {
 ///     (each is an estimate of the same typical batch range; for two ranks this is exactly
 ///     merge()). After a sync each step, the running average equals one whose batch value is
 ///     the mean of the ranks' batch extremes;
-///   - HistogramObserver, per-tensor and per-channel: range first (MIN / MAX, exact), then the
-///     grid of the lowest rank with data grown to cover that range (as its own observer
-///     would: merge() semantics), every rank's counts rebinned onto it and SUM-reduced. The
-///     range search (max, percentile, entropy, MSE) then sees the union of the data; its amax
-///     lies within one bin of a single process's (docs/distributed.md says why).
+///   - HistogramObserver with a shared grid (HistogramGrid::kShared), per tensor and per
+///     channel: in the range pass, min = all-reduce MIN, max = all-reduce MAX; once every rank
+///     ran fix_grid() on those ranges, the grids are checked equal and the counts SUM-reduced.
+///     Exact: histograms, and so amax, scale and zero point of every method, are bit-equal to
+///     one process calibrating on all the data with the same options;
+///   - streaming HistogramObserver, per tensor and per channel: range first (MIN / MAX,
+///     exact), then the grid of the lowest rank with data grown to cover that range (as its
+///     own observer would: merge() semantics), every rank's counts rebinned onto it and
+///     SUM-reduced. The result equals merge() of the ranks' observers in one process; against
+///     one process that observed all the data, max is exact and the percentile lies within
+///     ceil(w_r / w) + 1 bins (w_r the widest rank's own bin width, w the common one), while
+///     entropy and MSE have no such bound (docs/distributed.md has measured gaps).
 /// A rank that saw no data for an observer takes the others' statistics. FakeQuantize modules
 /// whose observer is enabled and whose parameters were set already are refreshed from the
 /// synced statistics (update_qparams), so their scale / zero point agree too.
@@ -160,7 +168,9 @@ struct ObserverSyncReport {
 ObserverSyncReport sync_observers(torch::nn::Module& model, const DistributedGroup& group);
 
 /// tquant::calibrate where every rank runs `forward_loop` over its own shard, then
-/// sync_observers, then the ranges freeze: identical on every rank.
+/// sync_observers, then the ranges freeze: identical on every rank. With shared-grid histograms
+/// the loop runs twice (as in calibrate): after the first pass their ranges are synced, every
+/// rank fixes the same grid, and after the second pass everything is synced.
 CalibrationReport calibrate_distributed(torch::nn::Module& model, const DistributedGroup& group,
                                         const std::function<void()>& forward_loop);
 

@@ -7,6 +7,21 @@
 
 namespace tquant {
 
+/// Where a HistogramObserver's bins come from (docs/calibrators.md, docs/distributed.md).
+///   kStreaming: one pass over the data. The first batch fixes the bin width (max|x| / bins);
+///               later, larger batches append bins of that width (NVIDIA's calibrator). The
+///               grid depends on which batch came first, so shards merged across ranks agree
+///               with one process only as far as docs/distributed.md measures.
+///   kShared:    two passes. The first (range pass) records only min / max; fix_grid() then
+///               sets each channel's width to max|x| / bins; the second pass counts on that
+///               grid. A value's bin depends only on the value and the range, so histograms of
+///               any split of the data add up exactly: N ranks equal one process bit for bit.
+///               tquant::calibrate runs the forward loop twice for such observers.
+enum class HistogramGrid { kStreaming, kShared };
+
+std::string to_string(HistogramGrid grid);
+HistogramGrid histogram_grid_from_string(const std::string& name);
+
 /// Options of HistogramObserver.
 ///
 /// Example:
@@ -28,6 +43,9 @@ struct HistogramObserverOptions {
   TORCH_ARG(RangeSearchOptions, search);
   TORCH_ARG(double, eps) = kDefaultScaleEps;
   TORCH_ARG(NonFinitePolicy, non_finite) = NonFinitePolicy::kError;
+  /// kStreaming (one pass, grid from the first batch) or kShared (range pass, then counts on
+  /// one grid fixed from the whole range; see HistogramGrid).
+  TORCH_ARG(HistogramGrid, grid) = HistogramGrid::kStreaming;
 };
 
 /// Histogram of |x| (per tensor or per channel) from which max, percentile, entropy or MSE
@@ -42,12 +60,21 @@ struct HistogramObserverOptions {
 /// Channel c's bin i covers [i * bin_width[c], (i + 1) * bin_width[c]); each channel's row
 /// holds what a per-tensor observer of that channel's data alone would (same width, same
 /// bins), zero-padded to L, the longest channel's bin count. All empty before the first batch.
+/// With a shared grid, counts and bin_width stay empty during the range pass (min_val and
+/// max_val are set) and L = bins once fix_grid() ran.
 ///
 /// Example:
 ///   tquant::HistogramObserver observer;
 ///   for (auto& batch : batches) observer->observe(batch);
 ///   observer->set_method(tquant::CalibrationMethod::kEntropy);
 ///   tquant::QParams qp = observer->calculate_qparams();
+///
+/// With a shared grid (HistogramGrid::kShared) the data are observed twice:
+///   tquant::HistogramObserver observer(tquant::HistogramObserverOptions()
+///                                          .grid(tquant::HistogramGrid::kShared));
+///   for (auto& batch : batches) observer->observe(batch);   // range pass: min / max only
+///   observer->fix_grid();                                   // width = max|x| / bins
+///   for (auto& batch : batches) observer->observe(batch);   // counts on that grid
 class HistogramObserverImpl : public torch::nn::Cloneable<HistogramObserverImpl>,
                               public ObserverBase {
  public:
@@ -58,12 +85,21 @@ class HistogramObserverImpl : public torch::nn::Cloneable<HistogramObserverImpl>
 
   at::Tensor observe(const at::Tensor& x) override;
   QParams calculate_qparams() override;
+  /// True once counts exist: after the first batch, or for a shared grid after fix_grid().
   bool has_data() const override { return counts.numel() > 0; }
   void reset_stats() override;
   void merge(const ObserverBase& other) override;
   const QuantSpec& quant_spec() const override { return options.spec(); }
   std::string describe() const override;
   void pretty_print(std::ostream& stream) const override;
+
+  /// Shared grid only: true after the range pass (min / max recorded) until fix_grid().
+  bool awaiting_grid() const;
+  /// Shared grid only: ends the range pass. Channel c's bin width becomes max|x|_c / bins from
+  /// the recorded min / max (0 for a channel of zeros) and its counts start at zero; later
+  /// observe() calls count on this grid, a value beyond it in the last bin. Throws unless
+  /// awaiting_grid().
+  void fix_grid();
 
   /// Chooses how amax is computed from now on; the histogram is kept.
   void set_method(CalibrationMethod method);
@@ -86,6 +122,9 @@ class HistogramObserverImpl : public torch::nn::Cloneable<HistogramObserverImpl>
   int64_t channel_count(const at::Tensor& x) const;
   void grow_to_cover(const at::Tensor& channel_amax);
   void add_per_tensor(const at::Tensor& abs_x);
+  /// Bins x (detached) on the current grid; `finite`: mask of finite values, or undefined.
+  void add_counts(const at::Tensor& x, const at::Tensor& finite);
+  void merge_shared(const HistogramObserverImpl& other);
   void add_per_channel(const at::Tensor& abs_rows, const at::Tensor& weights);
   /// Fused CPU float32 path of add_per_channel; rows: [M, C] (any strides) of raw values.
   void add_per_channel_cpu(const at::Tensor& rows);

@@ -6,6 +6,7 @@
 
 #include "tquant/fake_quantize.h"
 #include "tquant/formats.h"
+#include "tquant/histogram_observer.h"
 
 namespace tquant {
 
@@ -82,6 +83,10 @@ struct PresetOptions {
   /// kIgnore leaves them out of the statistics with a warning. Fake quantization itself always
   /// turns a non-finite element into NaN (see fake_quantize).
   TORCH_ARG(NonFinitePolicy, non_finite) = NonFinitePolicy::kError;
+  /// Grid of the presets' histogram observers: kStreaming (one calibration pass) or kShared
+  /// (calibrate runs the loop twice; N ranks give the same ranges as one process bit for bit,
+  /// docs/distributed.md).
+  TORCH_ARG(HistogramGrid, histogram_grid) = HistogramGrid::kStreaming;
 };
 
 /// Post-training static int8 (calibrate, then simulate or convert):

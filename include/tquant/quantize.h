@@ -89,7 +89,12 @@ class CalibrationProgress {
 ///      (disabled with set_quantizers_enabled, or not selected) are left alone;
 ///   2. forward_loop runs (the caller's batches, typically under torch::NoGradGuard and
 ///      model->eval());
-///   3. each module whose quantizers all saw data goes to QuantMode::kFakeQuant with frozen
+///   3. if a quantizer holds a shared-grid HistogramObserver (HistogramGrid::kShared, e.g.
+///      int8_static_qconfig(PresetOptions().histogram_grid(HistogramGrid::kShared))), step 2
+///      was its range pass: its grid is fixed (fix_grid) and forward_loop runs a second time,
+///      with only those observers recording. The loop must then feed the same data each
+///      time; report.batches counts the first pass;
+///   4. each module whose quantizers all saw data goes to QuantMode::kFakeQuant with frozen
 ///      scale and zero point (QDQ simulation); one whose quantizers saw nothing goes to kFloat
 ///      and is reported as FloatReason::kNotCalibrated.
 /// Throws if the model has no prepared module. If forward_loop throws, the model stays in

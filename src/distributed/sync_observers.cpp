@@ -9,6 +9,7 @@
 #include "tquant/histogram_observer.h"
 #include "tquant/observer.h"
 #include "tquant/quantize.h"
+#include "../calibrate_passes.h"
 
 namespace tquant {
 
@@ -19,7 +20,11 @@ constexpr const char* kWhat = "tquant::sync_observers";
 constexpr int64_t kMaxDims = 4;
 constexpr int64_t kMetaWidth = 2 + kMaxDims;
 
-enum class Rule { kMinMax, kMovingAverage, kHistogram };
+enum class Rule { kMinMax, kMovingAverage, kHistogram, kSharedGrid };
+
+// Metadata of a shared-grid histogram: in its range pass, or counting on a fixed grid.
+constexpr int64_t kRanging = 1;
+constexpr int64_t kCounting = 2;
 
 struct Entry {
   std::string name;
@@ -30,6 +35,7 @@ struct Entry {
   HistogramObserverImpl* histogram = nullptr;
   // Filled from the exchanged metadata.
   int source = -1;  // lowest rank with data; -1: none has any
+  bool counting = false;  // shared grid: the ranks with data have fixed their grids
   std::vector<int64_t> shape;      // min_val's shape (histogram: counts' [C, L] of `source`)
   std::vector<int64_t> rank_bins;  // histogram: L on every rank
 };
@@ -54,7 +60,8 @@ std::vector<Entry> observers_of(torch::nn::Module& model) {
     entry.name = item.key();
     entry.observer = observer;
     if (auto* histogram = dynamic_cast<HistogramObserverImpl*>(&module)) {
-      entry.rule = Rule::kHistogram;
+      entry.rule = histogram->options.grid() == HistogramGrid::kShared ? Rule::kSharedGrid
+                                                                       : Rule::kHistogram;
       entry.histogram = histogram;
     } else {
       const bool bound = bind_min_max<MinMaxObserverImpl>(module, entry) ||
@@ -69,8 +76,18 @@ std::vector<Entry> observers_of(torch::nn::Module& model) {
   return entries;
 }
 
+/// 0: no data; 1: statistics (a shared grid: kRanging or kCounting).
+int64_t data_state(const Entry& entry) {
+  if (entry.rule != Rule::kSharedGrid) return entry.observer->has_data() ? 1 : 0;
+  if (entry.histogram->awaiting_grid()) return kRanging;
+  return entry.histogram->has_data() ? kCounting : 0;
+}
+
 at::Tensor stats_of(const Entry& entry) {
-  return entry.rule == Rule::kHistogram ? entry.histogram->counts : *entry.min_val;
+  if (entry.rule == Rule::kSharedGrid && entry.histogram->awaiting_grid()) {
+    return entry.histogram->min_val;
+  }
+  return entry.histogram != nullptr ? entry.histogram->counts : *entry.min_val;
 }
 
 /// One all-gather of every observer's (has data, shape); picks the source rank of each and
@@ -81,12 +98,13 @@ void exchange_metadata(std::vector<Entry>& entries, const DistributedGroup& grou
   auto* data = meta.data_ptr<int64_t>();
   for (int64_t i = 0; i < count; ++i) {
     const auto& entry = entries[i];
-    if (!entry.observer->has_data()) continue;
+    const int64_t state = data_state(entry);
+    if (state == 0) continue;
     const at::Tensor stats = stats_of(entry);
     TORCH_CHECK_NOT_IMPLEMENTED(stats.dim() <= kMaxDims, kWhat, ": observer '", entry.name,
                                 "' holds statistics of ", stats.dim(), " dimensions; at most ",
                                 kMaxDims, " are supported");
-    data[i * kMetaWidth] = 1;
+    data[i * kMetaWidth] = state;
     data[i * kMetaWidth + 1] = stats.dim();
     for (int64_t d = 0; d < stats.dim(); ++d) data[i * kMetaWidth + 2 + d] = stats.size(d);
   }
@@ -101,10 +119,18 @@ void exchange_metadata(std::vector<Entry>& entries, const DistributedGroup& grou
       if (entry.source < 0) {
         entry.source = r;
         entry.shape = shape;
+        entry.counting = row[0] == kCounting;
         continue;
       }
-      const bool same = entry.rule == Rule::kHistogram ? shape[0] == entry.shape[0]
-                                                       : shape == entry.shape;
+      TORCH_CHECK_VALUE(entry.rule != Rule::kSharedGrid || entry.counting == (row[0] == kCounting),
+                        kWhat, ": shared-grid histogram '", entry.name, "' is ",
+                        entry.counting ? "counting on a fixed grid" : "in its range pass",
+                        " on rank ", entry.source, " but ",
+                        row[0] == kCounting ? "counting on a fixed grid" : "in its range pass",
+                        " on rank ", r, "; sync the ranges before fix_grid() on every rank ",
+                        "(calibrate_distributed does)");
+      const bool same = entry.histogram != nullptr ? shape[0] == entry.shape[0]
+                                                   : shape == entry.shape;
       TORCH_CHECK_VALUE(same, kWhat, ": observer '", entry.name, "' holds statistics of shape ",
                         c10::IntArrayRef(entry.shape), " on rank ", entry.source, " but ",
                         c10::IntArrayRef(shape), " on rank ", r,
@@ -119,10 +145,10 @@ void reduce_extremes(std::vector<Entry*>& entries, const DistributedGroup& group
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<at::Tensor> parts;
   for (Entry* entry : entries) {
-    const bool has = entry->observer->has_data();
+    const bool has = data_state(*entry) != 0;
     at::Tensor lo;
     at::Tensor hi;
-    if (entry->rule == Rule::kHistogram) {
+    if (entry->histogram != nullptr) {
       const int64_t channels = entry->shape[0];
       lo = has ? entry->histogram->min_val.to(at::kCPU, at::kFloat) : at::full({channels}, inf);
       hi = has ? entry->histogram->max_val.to(at::kCPU, at::kFloat) : at::full({channels}, -inf);
@@ -142,9 +168,10 @@ void reduce_extremes(std::vector<Entry*>& entries, const DistributedGroup& group
     return part.clone();
   };
   for (Entry* entry : entries) {
-    at::Tensor* lo_buf = entry->rule == Rule::kHistogram ? &entry->histogram->min_val : entry->min_val;
-    at::Tensor* hi_buf = entry->rule == Rule::kHistogram ? &entry->histogram->max_val : entry->max_val;
-    const at::Tensor shape_of = at::empty(entry->rule == Rule::kHistogram
+    const bool histogram = entry->histogram != nullptr;
+    at::Tensor* lo_buf = histogram ? &entry->histogram->min_val : entry->min_val;
+    at::Tensor* hi_buf = histogram ? &entry->histogram->max_val : entry->max_val;
+    const at::Tensor shape_of = at::empty(histogram
                                               ? std::vector<int64_t>{entry->shape[0]}
                                               : entry->shape);
     auto lo = take(shape_of);
@@ -239,9 +266,64 @@ void sum_histograms(std::vector<Entry*>& entries, const std::vector<HistogramObs
   }
 }
 
-}  // namespace
+/// Shared-grid histograms counting on fixed grids: every rank's grid must be the same (one
+/// all-reduce MIN of [width, -width] checks it), then one all-reduce SUM of the counts. The
+/// counts are integers in float64, so the sum is exact in any order (below 2^53 values).
+void sum_shared_grids(std::vector<Entry*>& entries, const DistributedGroup& group) {
+  if (entries.empty()) return;
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<at::Tensor> widths;
+  std::vector<at::Tensor> counts;
+  for (Entry* entry : entries) {
+    const HistogramObserverImpl& h = *entry->histogram;
+    const bool has = data_state(*entry) != 0;
+    const int64_t channels = entry->shape[0];
+    auto width = has ? h.bin_width.to(at::kCPU, at::kDouble) : at::full({channels}, inf, at::kDouble);
+    widths.push_back(width);
+    widths.push_back(has ? -width : width);
+    counts.push_back(has ? h.counts.to(at::kCPU, at::kDouble).flatten()
+                         : at::zeros({c10::multiply_integers(entry->shape)}, at::kDouble));
+  }
+  auto packed_widths = at::cat(widths);
+  group.allreduce(packed_widths, c10d::ReduceOp::MIN, std::string(kWhat) + " (shared grids)");
+  auto packed_counts = at::cat(counts);
+  int64_t offset = 0;
+  for (Entry* entry : entries) {
+    const int64_t channels = entry->shape[0];
+    auto lowest = packed_widths.narrow(0, offset, channels);
+    auto highest = -packed_widths.narrow(0, offset + channels, channels);
+    offset += 2 * channels;
+    TORCH_CHECK_VALUE(at::equal(lowest, highest), kWhat, ": shared-grid histogram '",
+                      entry->name, "' has bin widths from ", lowest.min().item<double>(),
+                      " to ", highest.max().item<double>(), " across ranks; fix_grid() must "
+                      "follow a sync of the ranges on every rank (calibrate_distributed does)");
+  }
+  group.allreduce(packed_counts, c10d::ReduceOp::SUM, std::string(kWhat) +
+                                                          " (shared-grid histogram counts)");
+  offset = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    Entry& entry = *entries[i];
+    HistogramObserverImpl& target = *entry.histogram;
+    const int64_t n = c10::multiply_integers(entry.shape);
+    target.counts.set_data(
+        packed_counts.narrow(0, offset, n).reshape(entry.shape).to(target.counts.device()));
+    offset += n;
+  }
+  // A rank without data takes the common grid (widths equal on the ranks with data).
+  offset = 0;
+  for (Entry* entry : entries) {
+    const int64_t channels = entry->shape[0];
+    auto width = packed_widths.narrow(0, offset, channels).clone();
+    offset += 2 * channels;
+    entry->histogram->bin_width.set_data(width.to(entry->histogram->bin_width.device()));
+  }
+}
 
-ObserverSyncReport sync_observers(torch::nn::Module& model, const DistributedGroup& group) {
+/// Which observers a sync touches.
+enum class Scope { kAll, kSharedGridRanges };
+
+ObserverSyncReport sync_observers_in(torch::nn::Module& model, const DistributedGroup& group,
+                                     Scope scope) {
   check_same_model(model, group, kWhat);
   at::NoGradGuard no_grad;
   auto entries = observers_of(model);
@@ -251,8 +333,12 @@ ObserverSyncReport sync_observers(torch::nn::Module& model, const DistributedGro
   std::vector<Entry*> extremes;
   std::vector<Entry*> moving;
   std::vector<Entry*> histograms;
+  std::vector<Entry*> shared_grids;
   std::vector<HistogramObserver> local_histograms;
   for (auto& entry : entries) {
+    if (scope == Scope::kSharedGridRanges && (entry.rule != Rule::kSharedGrid || entry.counting)) {
+      continue;
+    }
     if (entry.source < 0) {
       ++report.without_data;
       continue;
@@ -276,11 +362,17 @@ ObserverSyncReport sync_observers(torch::nn::Module& model, const DistributedGro
         ++report.histogram;
         break;
       }
+      case Rule::kSharedGrid:
+        extremes.push_back(&entry);
+        if (entry.counting) shared_grids.push_back(&entry);
+        ++report.shared_grid;
+        break;
     }
   }
   reduce_extremes(extremes, group);
   average_moving(moving, group);
   sum_histograms(histograms, local_histograms, group);
+  sum_shared_grids(shared_grids, group);
 
   // Quantizers that refresh their parameters from the observer (QAT with observers on) take
   // the synced statistics now, so scale and zero point agree on every rank too.
@@ -295,14 +387,22 @@ ObserverSyncReport sync_observers(torch::nn::Module& model, const DistributedGro
   return report;
 }
 
+}  // namespace
+
+ObserverSyncReport sync_observers(torch::nn::Module& model, const DistributedGroup& group) {
+  return sync_observers_in(model, group, Scope::kAll);
+}
+
 CalibrationReport calibrate_distributed(torch::nn::Module& model, const DistributedGroup& group,
                                         const std::function<void()>& forward_loop) {
   TORCH_CHECK_VALUE(static_cast<bool>(forward_loop), "tquant::calibrate_distributed: expected a "
                     "forward loop, got an empty function");
-  return calibrate(model, [&] {
-    forward_loop();
-    sync_observers(model, group);
-  });
+  // Shared-grid histograms: their ranges are synced after the range pass, so every rank fixes
+  // the same grid; everything is synced after the last pass (a one-pass model: once).
+  return detail::calibrate_in_passes(
+      model, [&](CalibrationProgress&) { forward_loop(); }, {},
+      [&] { sync_observers_in(model, group, Scope::kSharedGridRanges); },
+      [&] { sync_observers(model, group); });
 }
 
 }  // namespace tquant

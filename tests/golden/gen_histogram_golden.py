@@ -4,6 +4,8 @@ Writes tests/golden/data/histogram.pt: a plain dict (str -> tensor, nested dicts
 that tests/golden_histogram_test.cpp reads with torch::pickle_load.
 
     .venv/bin/python tests/golden/gen_histogram_golden.py
+    .venv/bin/python tests/golden/gen_histogram_golden.py --only relu_spike,gelu_spike
+        # only the cases whose names start so, merged into the existing fixture
 
 The calibrator is modelopt.torch.quantization.calib.histogram.HistogramCalibrator(num_bits=8,
 axis=None, unsigned=False, num_bins=2048, torch_hist=True), run on the CPU. ModelOpt 0.47
@@ -132,6 +134,36 @@ def make_cases():
     return cases
 
 
+# Entropy after a ReLU: one set of values with a spike of exact zeros, observed in several
+# batch orders. ModelOpt's (and tquant's streaming) grid is fixed by the first batch, so each
+# order bins the same values on another grid; "<kind>_one_batch" is all values in one batch,
+# the grid that tquant's shared grid (HistogramGrid::kShared) builds. Kinds: "relu_spike"
+# (ReLU: exact zeros, an eighth of the rows zero padding), "gelu_spike" (GELU of the same
+# pre-activations: the padding's zeros plus a flat tail of small negatives) and
+# "signed_spike" (the pre-activations themselves: only the padding's zeros), as a control.
+SPIKE_ORDERS = {"a": [0, 1, 2, 3], "b": [2, 0, 3, 1], "c": [3, 1, 0, 2]}
+
+
+def make_spike_cases():
+    rng = np.random.default_rng(SEED + 1)  # its own stream: the cases above stay as they were
+    shapes = [(37, 65), (33, 97), (33, 129), (65, 67)]
+    peaks = [5.13, 6.29, 7.91, 4.42]
+    signed = []
+    for shape, peak in zip(shapes, peaks):
+        x = plant(rng, student_t(rng, shape, 0.8 * peak, df=5.0) + 0.35, [peak, -0.7 * peak])
+        x[: shape[0] // 8] = 0.0  # padding rows: exact zeros before and after the ReLU
+        signed.append(x.astype(np.float32))
+    relu = [np.maximum(x, 0.0).astype(np.float32) for x in signed]
+    gelu = [torch.nn.functional.gelu(torch.from_numpy(x)).numpy() for x in signed]
+    cases = {}
+    for prefix, batches in (("relu_spike", relu), ("gelu_spike", gelu), ("signed_spike", signed)):
+        for tag, order in SPIKE_ORDERS.items():
+            cases[f"{prefix}_order_{tag}"] = [torch.from_numpy(batches[i].copy()) for i in order]
+        cases[f"{prefix}_one_batch"] = [
+            torch.from_numpy(np.concatenate([b.reshape(-1) for b in batches]))]
+    return cases
+
+
 def run_case(batches):
     calibrator = HistogramCalibrator(num_bits=8, axis=None, unsigned=False, num_bins=2048,
                                      torch_hist=True)
@@ -188,9 +220,15 @@ def save_fixture(fixture, file_name):
 
 
 def main():
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     torch.manual_seed(SEED)
     fixture = {}
-    for name, batches in make_cases().items():
+    if only is not None:  # keep the other cases of the committed fixture
+        fixture = torch.load(DATA_DIR / "histogram.pt")
+    cases = {**make_cases(), **make_spike_cases()}
+    for name, batches in cases.items():
+        if only is not None and not name.startswith(tuple(only.split(","))):
+            continue
         print(name)
         fixture[name] = run_case(batches)
     save_fixture(fixture, "histogram.pt")
