@@ -2,8 +2,9 @@
 # README command two: set up and build (skipped when done; includes the BERT assets of
 # scripts/setup_bert_assets.sh), run the unit tests with ctest (library and BERT example), the
 # package test (install tquant into a temporary prefix and build a separate project against it
-# with find_package), the quickstart, and the BERT demo in --quick mode. Prints one PASS / FAIL
-# line per step and exits non-zero if any step failed.
+# with find_package), the no-CUDA-toolkit test (tests/no_cuda_test.sh: set-up, library and
+# quickstart in <build>-nocuda with the CUDA toolkit hidden), the quickstart, and the BERT demo
+# in --quick mode. Prints one PASS / FAIL line per step and exits non-zero if any step failed.
 #
 # Usage: scripts/run_tests.sh [extra ctest arguments, e.g. -R Histogram]
 #        (environment as for scripts/setup.sh)
@@ -46,6 +47,27 @@ else
   results+=("FAIL  package test (install + find_package(tquant) consumer)")
   status=1
 fi
+
+# The set-up on a machine without a CUDA toolkit: in a private mount namespace with the toolkit
+# hidden, a second build folder (library and quickstart only) is configured with PyPI's nvcc,
+# built, and the quickstart runs.
+nocuda_dir="${TQUANT_NOCUDA_BUILD_DIR:-$build_dir-nocuda}"
+nocuda_log="$nocuda_dir/no_cuda_test.log"
+mkdir -p "$nocuda_dir"
+echo "[tests] tests/no_cuda_test.sh (log: $nocuda_log)"
+nocuda_status=0
+TQUANT_NOCUDA_BUILD_DIR="$nocuda_dir" bash "$root/tests/no_cuda_test.sh" >"$nocuda_log" 2>&1 ||
+  nocuda_status=$?
+grep -E '^\[no-cuda\]|^\[setup\] CUDA|^-- tquant: nvcc' "$nocuda_log" || true
+case "$nocuda_status" in
+  0) results+=("PASS  set-up, build and quickstart without a CUDA toolkit (log: $nocuda_log)") ;;
+  77) results+=("SKIP  no-CUDA-toolkit test: no mount namespace to hide the toolkit in") ;;
+  *)
+    tail -40 "$nocuda_log"
+    results+=("FAIL  set-up, build and quickstart without a CUDA toolkit (log: $nocuda_log)")
+    status=1
+    ;;
+esac
 
 echo "[tests] examples: quickstart, CNN, BERT demo --quick"
 if "$build_dir/examples/quickstart/tquant_quickstart" > "$build_dir/quickstart.log" 2>&1; then

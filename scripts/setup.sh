@@ -2,7 +2,10 @@
 # Idempotent set-up of a tquant checkout on Debian 12 (run as root, or as a user with sudo):
 #   1. Debian packages that are missing (apt-get update runs once, only if one is missing);
 #   2. LibTorch: PyPI torch in the project's virtual environment .venv, unless Torch_DIR points
-#      at a LibTorch of your own (Torch_DIR=<libtorch>/share/cmake/Torch);
+#      at a LibTorch of your own (Torch_DIR=<libtorch>/share/cmake/Torch); when that torch is a
+#      CUDA build and no CUDA toolkit (a working nvcc) is on the machine, the CUDA compiler PyPI
+#      ships for the wheel's CUDA version goes into .venv too (cuda-toolkit[nvcc,cccl,crt,nvvm],
+#      about 100 MB to download): LibTorch's CMake config needs nvcc even without a GPU;
 #   3. CMake configure (only when the build folder is not configured yet) and build.
 # A second run finds everything in place and only lets the (incremental) build check itself.
 #
@@ -60,16 +63,72 @@ else
     say "creating virtual environment $venv"
     python3 -m venv "$venv"
   fi
+  pip_args=(--disable-pip-version-check --no-input)
+  [[ "${CI:-}" == "true" ]] && pip_args+=(--progress-bar off)
   if "$venv/bin/python" -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '$torch_version')" 2>/dev/null; then
     say "LibTorch: torch $torch_version already in $venv"
   else
     say "installing torch==$torch_version and numpy into $venv (a download of several GB)"
-    pip_args=(--disable-pip-version-check --no-input)
-    [[ "${CI:-}" == "true" ]] && pip_args+=(--progress-bar off)
     "$venv/bin/python" -m pip install "${pip_args[@]}" "torch==$torch_version" numpy
   fi
-  torch_prefix="$("$venv/bin/python" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+  # torch's CMake prefix, its CUDA version (empty for a CPU build), the wheel's CUDA folder
+  # (site-packages/nvidia/cu<major>) and the version of the cuda-toolkit metapackage it pulled.
+  torch_info="$("$venv/bin/python" -c '
+import importlib.metadata as md, os, torch
+cuda = torch.version.cuda or ""
+print(torch.utils.cmake_prefix_path)
+print(cuda)
+print(os.path.realpath(os.path.join(os.path.dirname(torch.__file__), "..", "nvidia",
+                                    "cu" + cuda.split(".")[0])) if cuda else "")
+try:
+    print(md.version("cuda-toolkit"))
+except md.PackageNotFoundError:
+    print("")
+')"
+  { read -r torch_prefix; read -r torch_cuda; read -r cuda_wheel_root; read -r cuda_toolkit_pypi
+  } <<<"$torch_info" || true  # (the last lines are empty for a CPU torch)
   torch_args=("-DCMAKE_PREFIX_PATH=$torch_prefix")
+
+  # A CUDA build of torch: its CMake config (Caffe2's cuda.cmake) needs nvcc, the CUDA headers
+  # and the CUDA libraries at configure time, GPU or not. A CUDA toolkit that is there (a
+  # working nvcc on PATH, /usr/local/cuda/bin included above) is used as before. Without one,
+  # the wheel's own CUDA folder becomes the toolkit: torch already put the CUDA runtime,
+  # cuBLAS(Lt), NVRTC ... with their headers there; PyPI's nvcc, cicc (nvvm), crt and CCCL
+  # headers of the same CUDA release join them (the cuda-toolkit metapackage's extras, at the
+  # version torch pinned), plus what a toolkit's lib folder has and the wheels lack: the
+  # unversioned libX.so development links, and lib64 (nvcc links from <root>/lib64).
+  if [[ -n "$torch_cuda" ]] && ! nvcc --version >/dev/null 2>&1; then
+    wheel_nvcc="$cuda_wheel_root/bin/nvcc"
+    if [[ -x "$wheel_nvcc" && -x "$cuda_wheel_root/nvvm/bin/cicc" \
+          && -f "$cuda_wheel_root/include/crt/host_config.h" \
+          && -d "$cuda_wheel_root/include/cccl/cuda" ]]; then
+      say "CUDA: no CUDA toolkit; PyPI's nvcc already in $venv"
+    else
+      [[ -n "$cuda_toolkit_pypi" ]] || {
+        say "torch $torch_version is a CUDA $torch_cuda build and needs a CUDA toolkit (nvcc) to"
+        say "configure, and no cuda-toolkit metapackage is in $venv to take PyPI's nvcc from:"
+        say "install CUDA toolkit $torch_cuda, or set Torch_DIR to a CPU-only LibTorch"
+        exit 1
+      }
+      say "CUDA: no CUDA toolkit (nvcc); installing PyPI's CUDA $torch_cuda compiler into $venv:"
+      say "  cuda-toolkit[nvcc,cccl,crt,nvvm]==$cuda_toolkit_pypi (about 100 MB to download)"
+      "$venv/bin/python" -m pip install "${pip_args[@]}" \
+        "cuda-toolkit[nvcc,cccl,crt,nvvm]==$cuda_toolkit_pypi"
+    fi
+    [[ -e "$cuda_wheel_root/lib64" ]] || ln -s lib "$cuda_wheel_root/lib64"
+    for library in "$cuda_wheel_root"/lib/lib*.so.*; do
+      name="$(basename "$library")"
+      [[ -e "$cuda_wheel_root/lib/${name%%.so.*}.so" ]] ||
+        ln -s "$name" "$cuda_wheel_root/lib/${name%%.so.*}.so"
+    done
+    "$wheel_nvcc" --version >/dev/null || { say "$wheel_nvcc does not run"; exit 1; }
+    say "CUDA: using PyPI's $wheel_nvcc (release $("$wheel_nvcc" --version |
+      sed -n 's/.*release \([0-9.]*\).*/\1/p'))"
+    torch_args+=("-DCMAKE_CUDA_COMPILER=$wheel_nvcc" "-DCUDA_TOOLKIT_ROOT_DIR=$cuda_wheel_root"
+                 "-DCUDAToolkit_ROOT=$cuda_wheel_root")
+  elif [[ -n "$torch_cuda" ]]; then
+    say "CUDA: toolkit's $(command -v nvcc)"
+  fi
 fi
 
 # 3. Configure and build ----------------------------------------------------------------------
@@ -82,7 +141,8 @@ for option in "${required[@]}"; do
     stale+=("$option")
   fi
 done
-if [[ ! -f "$cache" ]]; then
+if [[ ! -f "$cache" || ! ( -f "$build_dir/Makefile" || -f "$build_dir/build.ninja" ) ]]; then
+  # (also a folder whose first configure stopped with an error: it has a cache but no Makefile)
   say "configuring $build_dir"
   # shellcheck disable=SC2086  # TQUANT_CMAKE_ARGS is a list of words on purpose
   cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release "${torch_args[@]}" \

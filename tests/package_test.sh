@@ -31,6 +31,12 @@ hidden="$torch_home"
 [[ "$(basename "$torch_home")" == torch ]] && hidden="$(dirname "$torch_home")"
 torch_rel="$(cd "$torch_dir" && pwd -P)"
 torch_rel="${torch_rel#"$hidden"/}"  # where Torch's CMake config lies under the hidden folder
+# A build configured with PyPI's nvcc (scripts/setup.sh on a machine without a CUDA toolkit):
+# that nvcc and its CUDA folder lie in the hidden folder too, and the consumer's
+# find_package(Torch) needs them, so it gets them through the view.
+nvcc_rel="$(sed -n 's/^CMAKE_CUDA_COMPILER:[A-Z]*=//p' "$cache")"
+[[ -n "$nvcc_rel" ]] && nvcc_rel="$(realpath "$nvcc_rel")"
+if [[ "$nvcc_rel" == "$hidden"/* ]]; then nvcc_rel="${nvcc_rel#"$hidden"/}"; else nvcc_rel=""; fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/tquant-package.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
@@ -87,9 +93,15 @@ cat >"$work/consumer.sh" <<SCRIPT
 set -euo pipefail
 view="\$1"
 $(declare -f run quiet)
+cuda_args=()
+if [[ -n "$nvcc_rel" ]]; then
+  cuda_root="\$view/$(dirname "$(dirname "$nvcc_rel")")"
+  cuda_args=("-DCMAKE_CUDA_COMPILER=\$view/$nvcc_rel" "-DCUDA_TOOLKIT_ROOT_DIR=\$cuda_root"
+             "-DCUDAToolkit_ROOT=\$cuda_root")
+fi
 quiet "$work/configure.log" cmake -S "$root/tests/consumer" -B "$work/build" \
   -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=$work/prefix;\$view/$torch_rel/.." \
-  "-DTQUANT_DOC_PROGRAMS=$work/doc_programs"
+  "-DTQUANT_DOC_PROGRAMS=$work/doc_programs" "\${cuda_args[@]}"
 grep -F -- '-- tquant ' "$work/configure.log" || true
 quiet "$work/build.log" cmake --build "$work/build" -j "$jobs"
 echo "where the consumer's program finds libtquant's dependencies:"
