@@ -3,7 +3,8 @@
 # scripts/setup_bert_assets.sh), run the unit tests with ctest (library and BERT example), the
 # package test (install tquant into a temporary prefix and build a separate project against it
 # with find_package), the no-CUDA-toolkit test (tests/no_cuda_test.sh: set-up, library and
-# quickstart in <build>-nocuda with the CUDA toolkit hidden), the quickstart, and the BERT demo
+# quickstart in <build>-nocuda with the CUDA toolkit hidden), the kernel tests on other CPUs
+# (tests/cpu_isa_test.sh: ISA caps and qemu -cpu Haswell), the quickstart, and the BERT demo
 # in --quick mode. Prints one PASS / FAIL line per step and exits non-zero if any step failed.
 #
 # Usage: scripts/run_tests.sh [extra ctest arguments, e.g. -R Histogram]
@@ -68,6 +69,18 @@ case "$nocuda_status" in
     status=1
     ;;
 esac
+
+# The CPUs users have: the kernel and converted-model tests with the instruction set capped to
+# AVX-512 without VNNI and to AVX2, and a subset under an emulated Haswell (qemu-user).
+cpu_isa_log="$build_dir/cpu_isa_test.log"
+echo "[tests] tests/cpu_isa_test.sh (log: $cpu_isa_log)"
+if bash "$root/tests/cpu_isa_test.sh" "$build_dir" >"$cpu_isa_log" 2>&1; then
+  results+=("PASS  kernel tests capped to AVX512_CORE and AVX2, and under qemu -cpu Haswell (log: $cpu_isa_log)")
+else
+  grep -E '^(PASS|FAIL) ' "$cpu_isa_log" | grep '^FAIL' || tail -40 "$cpu_isa_log"
+  results+=("FAIL  kernel tests on other CPUs (log: $cpu_isa_log)")
+  status=1
+fi
 
 echo "[tests] examples: quickstart, CNN, BERT demo --quick"
 if "$build_dir/examples/quickstart/tquant_quickstart" > "$build_dir/quickstart.log" 2>&1; then
