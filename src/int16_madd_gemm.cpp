@@ -30,30 +30,38 @@ int32_t load_pair(const int16_t* a) {  // A[i, 2kk], A[i, 2kk + 1] as one 32-bit
   return pair;
 }
 
-// AVX-512 BW: 16 columns per zmm; kRows * kBlocks accumulators + kBlocks B vectors + one
-// broadcast within the 32 zmm registers (6 x 4: 29).
+// AVX-512 BW: 16 columns per zmm; kRows * kBlocks accumulators + kBlocks B vectors + the
+// broadcasts and madd results GCC schedules ahead within the 32 zmm registers (4 x 4: at 6 x 4
+// GCC 12 spills accumulators to the stack, which halves the speed).
 template <int kRows, int kBlocks>
 TQUANT_AVX512BW void tile_avx512(const int16_t* a, int64_t lda, const int16_t* b, int64_t k2,
                                  int32_t* c, int64_t ldc, int64_t columns) {
   __m512i acc[kRows][kBlocks];
+#pragma GCC unroll 8
   for (int i = 0; i < kRows; ++i) {
+#pragma GCC unroll 8
     for (int j = 0; j < kBlocks; ++j) acc[i][j] = _mm512_setzero_si512();
   }
   for (int64_t kk = 0; kk < k2; ++kk) {
     __m512i bv[kBlocks];
+#pragma GCC unroll 8
     for (int j = 0; j < kBlocks; ++j) bv[j] = _mm512_loadu_si512(b + (j * k2 + kk) * 32);
+#pragma GCC unroll 8
     for (int i = 0; i < kRows; ++i) {
       const __m512i av = _mm512_set1_epi32(load_pair(a + i * lda + kk * 2));
+#pragma GCC unroll 8
       for (int j = 0; j < kBlocks; ++j) {
         acc[i][j] = _mm512_add_epi32(acc[i][j], _mm512_madd_epi16(av, bv[j]));
       }
     }
   }
+  // Every block stores under its mask (none past `columns`), with no early exit: a loop that
+  // may stop early makes GCC keep the accumulators in memory.
+#pragma GCC unroll 8
   for (int j = 0; j < kBlocks; ++j) {
-    const int64_t left = columns - 16 * j;
-    if (left <= 0) break;
-    const __mmask16 mask =
-        left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+    const int64_t left = std::max<int64_t>(0, std::min<int64_t>(16, columns - 16 * j));
+    const __mmask16 mask = static_cast<__mmask16>((1u << left) - 1u);
+#pragma GCC unroll 8
     for (int i = 0; i < kRows; ++i) _mm512_mask_storeu_epi32(c + i * ldc + 16 * j, mask, acc[i][j]);
   }
 }
@@ -64,26 +72,27 @@ template <int kRows>
 TQUANT_AVX2 void tile_avx2(const int16_t* a, int64_t lda, const int16_t* b, int64_t k2,
                            int32_t* c, int64_t ldc, int64_t columns) {
   __m256i acc[kRows][2];
+#pragma GCC unroll 8
   for (int i = 0; i < kRows; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
   for (int64_t kk = 0; kk < k2; ++kk) {
     const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kk * 32));
     const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kk * 32 + 16));
+#pragma GCC unroll 8
     for (int i = 0; i < kRows; ++i) {
       const __m256i av = _mm256_set1_epi32(load_pair(a + i * lda + kk * 2));
       acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(av, b0));
       acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(av, b1));
     }
   }
-  alignas(32) int32_t row[16];
+  // Masked stores (no early exit, which makes GCC keep the accumulators in memory).
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i mask0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(columns)), lane);
+  const __m256i mask1 =
+      _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(columns) - 8), lane);
+#pragma GCC unroll 8
   for (int i = 0; i < kRows; ++i) {
-    if (columns >= 16) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + i * ldc), acc[i][0]);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + i * ldc + 8), acc[i][1]);
-      continue;
-    }
-    _mm256_store_si256(reinterpret_cast<__m256i*>(row), acc[i][0]);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(row + 8), acc[i][1]);
-    std::memcpy(c + i * ldc, row, static_cast<size_t>(columns) * sizeof(int32_t));
+    _mm256_maskstore_epi32(c + i * ldc, mask0, acc[i][0]);
+    _mm256_maskstore_epi32(c + i * ldc + 8, mask1, acc[i][1]);
   }
 }
 
@@ -120,9 +129,7 @@ Avx512Tile avx512_tile_for(int64_t rows, int blocks) {
     case 1: return avx512_tile_for_blocks<1>(blocks);
     case 2: return avx512_tile_for_blocks<2>(blocks);
     case 3: return avx512_tile_for_blocks<3>(blocks);
-    case 4: return avx512_tile_for_blocks<4>(blocks);
-    case 5: return avx512_tile_for_blocks<5>(blocks);
-    default: return avx512_tile_for_blocks<6>(blocks);
+    default: return avx512_tile_for_blocks<4>(blocks);
   }
 }
 
@@ -138,6 +145,7 @@ Avx512Tile avx2_tile_for(int64_t rows) {
 }
 
 constexpr int64_t kTileRows = 6;
+constexpr int64_t kAvx512TileRows = 4;
 
 void gemm_avx512(const int16_t* a, int64_t lda, const int16_t* b_packed, Int16PairLayout layout,
                  int32_t* c, int64_t ldc, int64_t m, int64_t n) {
@@ -146,8 +154,8 @@ void gemm_avx512(const int16_t* a, int64_t lda, const int16_t* b_packed, Int16Pa
     const int blocks = static_cast<int>(std::min<int64_t>(kMaxBlocks, layout.n16 - nb));
     const int64_t columns = std::min<int64_t>(blocks * 16, n - nb * 16);
     const int16_t* b = b_packed + nb * layout.k2 * 32;
-    for (int64_t i = 0; i < m; i += kTileRows) {
-      const int64_t rows = std::min(kTileRows, m - i);
+    for (int64_t i = 0; i < m; i += kAvx512TileRows) {
+      const int64_t rows = std::min(kAvx512TileRows, m - i);
       avx512_tile_for(rows, blocks)(a + i * lda, lda, b, layout.k2, c + i * ldc + nb * 16, ldc,
                                     columns);
     }
