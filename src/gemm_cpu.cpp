@@ -558,7 +558,11 @@ Int8Weight prepare_int8_weight(const at::Tensor& qweight, const at::Tensor& scal
     c.prepack->callBoxed(&stack);
     out.packed = stack.at(0).toTensor();
   } else {
-    out.packed = out.qweight.t().contiguous();  // [K, N] for _int_mm
+    // q^T as [K, N] with row stride N. Not qweight.t().contiguous(): for K = 1 that is a no-op
+    // view with strides (1, 1), from which LibTorch 2.11's _int_mm returned garbage (a
+    // poisoned-neighbour test, tests/kernel_neighbour_test.cpp, found it).
+    out.packed = at::empty({out.in_features(), out.out_features()}, out.qweight.options());
+    out.packed.copy_(out.qweight.t());
   }
   return out;
 }

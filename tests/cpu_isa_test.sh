@@ -20,12 +20,13 @@ failures=0
 results=()
 
 # The kernel and converted-model test programs (each must exist in the build).
-capped_tests=(cpu_dispatch_test gemm_cpu_test int8_attention_test w4a8_test add_layer_norm_test
-              functional_test quant_linear_test linear_gelu_test convert_test smooth_quant_test
-              quant_modules_test serialize_test)
+capped_tests=(cpu_dispatch_test gemm_cpu_test int8_attention_test kernel_neighbour_test w4a8_test
+              add_layer_norm_test functional_test quant_linear_test linear_gelu_test convert_test
+              smooth_quant_test quant_modules_test serialize_test)
 # Under emulation (10-50x slower): the kernels and the dispatch, with the slow cases left out.
-qemu_tests=(cpu_dispatch_test gemm_cpu_test int8_attention_test w4a8_test add_layer_norm_test
-            functional_test quant_linear_test linear_gelu_test convert_test smooth_quant_test)
+qemu_tests=(cpu_dispatch_test gemm_cpu_test int8_attention_test kernel_neighbour_test w4a8_test
+            add_layer_norm_test functional_test quant_linear_test linear_gelu_test convert_test
+            smooth_quant_test)
 
 record() {  # record STATUS TEXT
   results+=("$1  $2")
