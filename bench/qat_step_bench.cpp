@@ -1,4 +1,4 @@
-// The cost of QAT (issue 12): one training step (forward, cross-entropy backward, AdamW step) of
+// The cost of QAT: one training step (forward, cross-entropy backward, AdamW step) of
 // the BERT example's MiniLM classifier (examples/bert/lib: 6 layers, hidden 384, + a 2-way
 // head) in fake-quant mode against the same model in float, at batch 32 x 128 tokens.
 //

@@ -939,7 +939,7 @@ bert::GoalRow gap_goal(const std::string& goal, double fp32_acc, double acc, dou
                        gap * 100.0 <= max_points + 1e-9};
 }
 
-// The goals of issue 5 (INT8 scenario), met or missed as measured.
+// The goals of the INT8 scenario, met or missed as measured.
 void mark_int8_goals(const Fp32Baseline& fp32, const ScenarioRun& run, bert::DemoResults& results) {
   const double fp32_acc = fp32.test.accuracy;
   const Ptq& ptq = run.ptq_result;
@@ -954,7 +954,7 @@ void mark_int8_goals(const Fp32Baseline& fp32, const ScenarioRun& run, bert::Dem
                            fixed(run.converted.cosine_mean, 5), run.converted.cosine_mean >= 0.99});
 }
 
-// The goals of issue 12 (W4A8 scenario): the setting is aggressive (plain max / percentile PTQ
+// The goals of the W4A8 scenario: the setting is aggressive (plain max / percentile PTQ
 // loses >= 1.5 points on validation), QAT within 0.5 point of FP32 on test and >= 1 point above
 // the best fully quantized PTQ model (the chosen calibrator, with SmoothQuant when it won).
 void mark_w4a8_goals(const Fp32Baseline& fp32, const ScenarioRun& run,

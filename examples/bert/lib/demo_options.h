@@ -18,8 +18,8 @@ struct DemoOptions {
   /// Keep the attention products (the QuantAttention "sdpa" of every layer) in float
   /// (at::scaled_dot_product_attention); docs/bert.md compares both settings.
   bool float_attention = false;
-  /// Which scenarios run (docs/bert.md): "int8" (issue 5's INT8 mapping), "w4a8" (int4
-  /// encoder weights, int8 activations: the ladder of issue 12), or "both" (the default).
+  /// Which scenarios run (docs/bert.md): "int8" (the demo's INT8 mapping), "w4a8" (int4
+  /// encoder weights, int8 activations: the W4A8 ladder), or "both" (the default).
   std::string scenario = "both";
   /// W4A8 scenario: SmoothQuant migration strengths tried (one fresh model each), chosen on
   /// the validation embedding error against plain PTQ's. (0.3 was dropped to keep the full run

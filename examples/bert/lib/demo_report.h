@@ -24,7 +24,7 @@ struct ResultRow {
   std::string note;  ///< "chosen on validation", ...
 };
 
-/// A goal of issue 5, met or missed as measured.
+/// A goal of the demo, met or missed as measured.
 struct GoalRow {
   std::string goal;
   std::string target;
