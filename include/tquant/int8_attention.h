@@ -41,8 +41,8 @@ struct AttentionScales {
 /// row). A row whose scores are all -inf (fully masked: it attends to nothing) is 0 in every
 /// mode, as LibTorch's SDPA gives on CPU; a NaN or +inf score (e.g. +inf in an additive mask)
 /// makes its row NaN. attn_mask must be on the CPU. D must be > 0; other empty dimensions give
-/// empty or zero outputs
-/// (Lk = 0: no key, output 0). D and Lk are at most kMaxInt8GemmK (tquant/gemm.h).
+/// empty or zero outputs (Lk = 0: no key, output 0). D and Lk are at most kMaxInt8GemmK
+/// (tquant/gemm.h).
 at::Tensor int8_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               const at::Tensor& attn_mask, const AttentionScales& scales,
                               double softmax_scale = 0.0);

@@ -7,6 +7,7 @@
 #include "tquant/cuda_int8.h"
 #include "tquant/int8_attention.h"
 
+#include "../int8_vnni_gemm.h"
 #include "converted_weight.h"
 #include "quant_module_detail.h"
 
@@ -139,10 +140,8 @@ at::Tensor QuantMatMulImpl::converted_forward(const at::Tensor& a, const at::Ten
   if (a.device().is_cpu() && a.dim() >= 2 && b.dim() >= 2) {
     return int8_bmm_cpu(a, b, a_scale, b_scale);
   }
-  const int64_t k = a.size(-1);
-  // Exact integer sums: float32 holds every integer below 2^24 exactly.
-  constexpr int64_t kMaxExactFloatK = (int64_t{1} << 24) / (127 * 127);
-  const auto gemm_dtype = k <= kMaxExactFloatK ? at::kFloat : at::kDouble;
+  // Exact integer sums: float32 while every partial sum stays below 2^24, float64 beyond.
+  const auto gemm_dtype = detail::exact_codes_dtype(a.size(-1));
   // The codes stay in the GEMM's float type (exact small integers): no int8 round trip.
   const at::Tensor qa = detail::int8_codes_as_float(a, input_scale).to(gemm_dtype);
   const at::Tensor qb = detail::int8_codes_as_float(b, other_scale).to(gemm_dtype);
