@@ -6,6 +6,7 @@
 # quickstart in <build>-nocuda with the CUDA toolkit hidden), the kernel tests on other CPUs
 # (tests/cpu_isa_test.sh: ISA caps and qemu -cpu Haswell), the quickstart, and the BERT demo
 # in --quick mode. Prints one PASS / FAIL line per step and exits non-zero if any step failed.
+# Before all that, the docs check (scripts/check_docs.py: cited files, work-log words).
 #
 # Usage: scripts/run_tests.sh [extra ctest arguments, e.g. -R Histogram]
 #        (environment as for scripts/setup.sh)
@@ -15,6 +16,26 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build_dir="${TQUANT_BUILD_DIR:-build}"
 case "$build_dir" in /*) ;; *) build_dir="$root/$build_dir" ;; esac
 jobs="${TQUANT_JOBS:-$(nproc)}"
+
+# The docs check, first (about two seconds, nothing built): scripts/check_docs.py's self-test
+# (each kind of error planted in a temporary repository must be found), then the check of the
+# tree: every file that README.md, docs/**/*.md and the code comments cite exists, there are
+# no work-log words (the list is in the script), and every `cpp complete` block is closed and
+# has a main. Those programs build and run against the installed package in the package test.
+docs_label="docs check (cited files, work-log words, cpp complete blocks; the doc programs"
+docs_label+=" build in the package test)"
+echo "[tests] scripts/check_docs.py --self-test, scripts/check_docs.py"
+docs_status=0
+if docs_selftest="$(python3 "$root/scripts/check_docs.py" --self-test 2>&1)"; then
+  tail -1 <<<"$docs_selftest"
+else
+  echo "$docs_selftest"
+  docs_status=1
+fi
+python3 "$root/scripts/check_docs.py" || docs_status=1
+docs_result="PASS  $docs_label"
+[[ "$docs_status" == 0 ]] || docs_result="FAIL  $docs_label"
+echo "[tests] $docs_result"
 
 if ! bash "$root/scripts/setup.sh" -DTQUANT_BUILD_TESTS=ON -DTQUANT_BUILD_EXAMPLES=ON; then
   echo "[tests] FAIL  set-up or build (see the messages above)"
@@ -30,8 +51,8 @@ data_dir="${TQUANT_DATA_DIR:-$build_dir/data}"
 source "$data_dir/bert_assets.env"
 export TQUANT_BERT_MODEL_DIR="$MODEL_DIR" TQUANT_BERT_DATA_DIR="$DATA_DIR" TQUANT_DATA_DIR="$DATA_DIR"
 
-status=0
-results=()
+status="$docs_status"
+results=("$docs_result")
 
 echo "[tests] ctest --test-dir $build_dir"
 if ctest --test-dir "$build_dir" --output-on-failure --no-tests=error -j "$jobs" "$@"; then
