@@ -33,11 +33,21 @@ SYSTEMS = [
      "ort_opt_fp32"),
     ("torch_fp32", "PyTorch FP32 (transformers, SDPA)", None),
     ("torch_dynamic", "PyTorch `quantize_dynamic` (per-tensor qint8)", "torch_fp32"),
+    ("pt2e_fp32", "PyTorch FP32, torch.export + torch.compile (freezing)", None),
+    ("pt2e_int8", "PyTorch PT2E X86InductorQuantizer + torch.compile", "pt2e_fp32"),
+    ("openvino_fp32", "OpenVINO FP32 (f32 precision hint)", None),
+    ("openvino_int8", "OpenVINO INT8 (NNCF PTQ, transformer preset)", "openvino_fp32"),
+    ("ct2_fp32", "CTranslate2 FP32", None),
+    ("ct2_int8", "CTranslate2 INT8 (int8_float32)", "ct2_fp32"),
 ]
 LABELS = {name: label for name, label, _ in SYSTEMS}
 REFERENCES = {name: ref for name, _, ref in SYSTEMS}
 ORT_INT8 = ("ort_int8", "ort_opt_int8")
 BATCHES = ("b32", "b1")
+# Input settings: every row padded to --seq tokens, or each batch padded to its longest row
+# (Hugging Face tokenizers' padding=True).
+SETTINGS = ("fixed", "dynamic")
+INPUTS = tuple(f"{b}_{s}" for s in SETTINGS for b in BATCHES)
 
 
 def log(text):
@@ -89,7 +99,7 @@ def parse_args():
     return args
 
 
-def build_systems(args, model_dir, data_dir, log_fn):
+def build_systems(args, model_dir, data_dir, calibration, log_fn):
     """The chosen systems, in table order; the tquant server (or None)."""
     import peer_onnx
     import peer_systems as ps
@@ -118,6 +128,36 @@ def build_systems(args, model_dir, data_dir, log_fn):
         for name, model in (("torch_fp32", fp32), ("torch_dynamic", int8)):
             if name in names:
                 systems[name] = ps.TorchSystem(name, LABELS[name], model, REFERENCES[name])
+    if names & {"pt2e_fp32", "pt2e_int8"}:
+        import peer_pt2e
+
+        modules = dict(zip(("pt2e_fp32", "pt2e_int8"),
+                           peer_pt2e.build(model_dir, calibration, log_fn)))
+        for name in ("pt2e_fp32", "pt2e_int8"):
+            if name in names:
+                systems[name] = peer_pt2e.Pt2eSystem(name, LABELS[name], modules[name],
+                                                     REFERENCES[name])
+    if names & {"openvino_fp32", "openvino_int8"}:
+        import peer_openvino
+
+        paths = peer_openvino.build(model_dir, args.work_dir, calibration, log_fn)
+        fake_quantize_ops = peer_openvino.count_int8_ops(paths["int8"])
+        if "openvino_int8" in names and fake_quantize_ops == 0:
+            raise SystemExit("peer bench: NNCF quantized nothing (no FakeQuantize in the IR)")
+        log_fn(f"OpenVINO INT8 IR: {fake_quantize_ops} FakeQuantize ops")
+        for name, file in (("openvino_fp32", "fp32"), ("openvino_int8", "int8")):
+            if name in names:
+                systems[name] = peer_openvino.OpenVinoSystem(name, LABELS[name], paths[file],
+                                                             args.threads, REFERENCES[name])
+    if names & {"ct2_fp32", "ct2_int8"}:
+        import peer_ct2
+
+        folders = peer_ct2.build(model_dir, args.work_dir, log_fn)
+        for name, key, compute in (("ct2_fp32", "fp32", "float32"),
+                                   ("ct2_int8", "int8", "int8_float32")):
+            if name in names:
+                systems[name] = peer_ct2.Ct2System(name, LABELS[name], folders[key], compute,
+                                                   args.threads, REFERENCES[name])
     if server is not None:
         server.wait_ready()
         for name in ("tquant_fp32", "tquant_int8", "tquant_dynamic"):
@@ -146,24 +186,26 @@ def cosines(systems, name, batch):
 
 
 def run_rounds(systems, args):
-    """times[name][batch] = the per-round times (mean ms of that round's forwards)."""
-    reps = {"b32": args.reps_b32, "b1": args.reps_b1}
+    """times[name][input] = the per-round times (mean ms of that round's forwards), for every
+    input of INPUTS (batch x padding setting)."""
+    reps = {f"{b}_{st}": (args.reps_b32 if b == "b32" else args.reps_b1)
+            for b in BATCHES for st in SETTINGS}
     if args.warmup:
-        log(f"warm-up: {args.warmup} forwards per system and batch")
+        log(f"warm-up: {args.warmup} forwards per system and input")
         for system in systems:
-            for batch in BATCHES:
-                system.time(batch, args.warmup)
+            for name in INPUTS:
+                system.time(name, args.warmup)
             time.sleep(args.pause)
-    times = {s.name: {b: [] for b in BATCHES} for s in systems}
+    times = {s.name: {i: [] for i in INPUTS} for s in systems}
     for r in range(args.rounds):
         shift = r % len(systems)
         for system in systems[shift:] + systems[:shift]:
-            for batch in BATCHES:
-                times[system.name][batch].append(statistics.mean(system.time(batch, reps[batch])))
+            for name in INPUTS:
+                times[system.name][name].append(statistics.mean(system.time(name, reps[name])))
             time.sleep(args.pause)
         log(f"round {r + 1}/{args.rounds}: " + ", ".join(
-            f"{s.name} {times[s.name]['b32'][-1]:.0f}/{times[s.name]['b1'][-1]:.1f}"
-            for s in systems) + " ms (batch 32 / batch 1)")
+            f"{s.name} {times[s.name]['b32_fixed'][-1]:.0f}/{times[s.name]['b1_fixed'][-1]:.1f}"
+            for s in systems) + " ms (batch 32 / batch 1, fixed length)")
     return times
 
 
@@ -171,7 +213,8 @@ def versions():
     import importlib.metadata as md
 
     out = []
-    for package in ("torch", "onnxruntime", "onnx", "transformers"):
+    for package in ("torch", "onnxruntime", "onnx", "transformers", "openvino", "nncf",
+                    "ctranslate2", "torchao"):
         try:
             out.append(f"{package} {md.version(package)}")
         except md.PackageNotFoundError:
@@ -179,18 +222,57 @@ def versions():
     return ", ".join(out)
 
 
-def report(args, systems, times, cos, agreement_ref, agreement, fused, machine, started):
-    median = {s.name: {b: statistics.median(times[s.name][b]) for b in BATCHES} for s in systems}
+def setting_table(args, systems, median, cos, setting):
+    """The markdown table of one input setting."""
+    lines = [f"| system | pads | batch {args.batch} ms | batch 1 ms | x FP32 b{args.batch} "
+             "| x FP32 b1 | cosine vs own FP32 |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for s in systems:
+        m = {b: median[s.name][f"{b}_{setting}"] for b in BATCHES}
+        if s.reference:
+            ref = {b: median[s.reference][f"{b}_{setting}"] for b in BATCHES}
+            ratios = [f"{ref[b] / m[b]:.2f}x" for b in BATCHES]
+            cosine = f"{cos[s.name]:.4f}"
+        else:
+            ratios, cosine = ["-", "-"], "-"
+        pads = "yes" if getattr(s, "pads", True) else "no"
+        lines.append(f"| {s.label} | {pads} | {m['b32']:.1f} | {m['b1']:.2f} | {ratios[0]} "
+                     f"| {ratios[1]} | {cosine} |")
+    return lines
+
+
+def tquant_lead(args, systems, median, setting):
+    """One line: the fastest tquant INT8 against every other system's INT8 (x = peer ms /
+    tquant ms, above 1 means tquant is faster)."""
+    ours = [s.name for s in systems if s.name.startswith("tquant_") and s.reference]
+    peers = [s.name for s in systems if not s.name.startswith("tquant_") and s.reference]
+    if not ours or not peers:
+        return None
+    parts = []
+    for b, label in (("b32", f"batch {args.batch}"), ("b1", "batch 1")):
+        key = f"{b}_{setting}"
+        best = min(ours, key=lambda n: median[n][key])
+        ratios = ", ".join(f"{n} {median[n][key] / median[best][key]:.2f}x" for n in peers)
+        parts.append(f"{label}: {best} against {ratios}")
+    return "fastest tquant INT8 vs each peer INT8 (" + setting + "): " + "; ".join(parts)
+
+
+def report(args, systems, times, cos, agreement_ref, agreement, fused, machine, started, lengths):
+    median = {s.name: {i: statistics.median(times[s.name][i]) for i in INPUTS} for s in systems}
     lines = [
         f"peer benchmark, {time.strftime('%Y-%m-%d %H:%M', time.gmtime(started))} UTC, "
         f"{time.time() - started:.0f} s in all",
-        f"MiniLM-L6 encoder (all-MiniLM-L6-v2, no pooler, no head), {args.seq} tokens, "
+        f"MiniLM-L6 encoder (all-MiniLM-L6-v2, no pooler, no head), "
         f"{args.threads} intra-op threads everywhere (tquant and PyTorch set_num_threads, ONNX "
-        f"Runtime intra {args.threads} / inter 1 / sequential); median of {args.rounds} "
+        f"Runtime intra {args.threads} / inter 1 / sequential, OpenVINO INFERENCE_NUM_THREADS, "
+        f"CTranslate2 intra_threads); median of {args.rounds} "
         f"interleaved rounds (batch {args.batch}: mean of {args.reps_b32} forward(s) per round, "
         f"batch 1: mean of {args.reps_b1}), {args.warmup} warm-up forwards; cosine: mean over "
         f"{args.cosine_reviews} test reviews of the mean-pooled sentence embedding against the "
-        f"system's own FP32; x FP32 = own FP32 ms / ms",
+        f"system's own FP32; x FP32 = own FP32 ms / ms; pads = computes the padded positions",
+        f"inputs: batch {args.batch} = the first {args.batch} test reviews "
+        f"({lengths['b32']}), batch 1 = the first test review of median length "
+        f"({lengths['b1']} tokens)",
         machine,
         "glibc malloc thresholds (all processes): mmap "
         f"{os.environ.get('MALLOC_MMAP_THRESHOLD_', 'default')}, trim "
@@ -198,39 +280,21 @@ def report(args, systems, times, cos, agreement_ref, agreement, fused, machine, 
         f"versions: {versions()}" + (
             "; ORT optimized graph fuses " + ", ".join(f"{v} {k}" for k, v in fused.items())
             if fused else ""),
-        "",
-        f"| system | batch {args.batch} ms | batch 1 ms | x FP32 b{args.batch} | x FP32 b1 "
-        "| cosine vs own FP32 |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
-    for s in systems:
-        m = median[s.name]
-        if s.reference:
-            ref = median[s.reference]
-            ratios = [f"{ref[b] / m[b]:.2f}x" for b in BATCHES]
-            cosine = f"{cos[s.name]:.4f}"
-        else:
-            ratios, cosine = ["-", "-"], "-"
-        lines.append(f"| {s.label} | {m['b32']:.1f} | {m['b1']:.2f} | {ratios[0]} | {ratios[1]} "
-                     f"| {cosine} |")
+    for setting, title in (("fixed", f"every row padded to {args.seq} tokens"),
+                           ("dynamic", "each batch padded to its longest row")):
+        lines += ["", f"### {title}", ""] + setting_table(args, systems, median, cos, setting)
+        lead = tquant_lead(args, systems, median, setting)
+        if lead:
+            lines += ["", lead]
     lines.append("")
-    spread = {b: max(max(times[s.name][b]) / min(times[s.name][b]) - 1 for s in systems)
-              for b in BATCHES}
-    lines.append(f"round-to-round spread (max / min - 1, worst system): batch {args.batch} "
-                 f"{spread['b32'] * 100:.0f} %, batch 1 {spread['b1'] * 100:.0f} %")
+    spread = {b: max(max(times[s.name][f"{b}_fixed"]) / min(times[s.name][f"{b}_fixed"]) - 1
+                     for s in systems) for b in BATCHES}
+    lines.append(f"round-to-round spread (max / min - 1, worst system, fixed length): batch "
+                 f"{args.batch} {spread['b32'] * 100:.0f} %, batch 1 {spread['b1'] * 100:.0f} %")
     if agreement:
         lines.append(f"FP32 agreement (min cosine against {LABELS[agreement_ref]}): " + ", ".join(
             f"{LABELS[n]} {v:.5f}" for n, v in agreement.items()))
-    ort = [s.name for s in systems if s.name in ORT_INT8]
-    if "tquant_int8" in median and ort:
-        parts = []
-        for b, label in (("b32", f"batch {args.batch}"), ("b1", "batch 1")):
-            best = min(ort, key=lambda n: median[n][b])
-            t, o = median["tquant_int8"][b], median[best][b]
-            where = "optimized graph" if best == "ort_opt_int8" else "plain export"
-            parts.append(f"{label} {o / t:.2f}x (tquant {t:.1f} ms, ORT {where} {o:.1f} ms)")
-        lines.append("tquant INT8 vs ORT best INT8: " + ", ".join(parts) +
-                     "; x = ORT ms / tquant ms, above 1 means tquant is faster")
     return "\n".join(lines)
 
 
@@ -242,7 +306,7 @@ def profile_tquant(systems, server, args):
     for system in systems:
         if not system.name.startswith("tquant_"):
             continue
-        for batch in BATCHES:
+        for batch in ("b32_fixed", "b1_fixed"):
             path = os.path.join(args.work_dir, f"profile_{system.name}_{batch}.md")
             log(f"per-op profile of {system.name} at {batch}")
             ms = float(server.request(f"profile {system.name} {batch} {args.profile} {path}"))
@@ -273,10 +337,11 @@ def main():
     log(f"model {model_dir}; data {data_dir}; systems {', '.join(args.systems)}")
     test = peer_inputs.read_reviews(os.path.join(data_dir, "fine_foods_test.csv"))
     ids, mask = peer_inputs.tokenize(model_dir, test, args.seq)
-    longest = peer_inputs.longest_first(mask, args.batch)  # as the demo's latency batch
-    inputs = {"b32": (ids[longest], mask[longest]), "b1": (ids[longest[:1]], mask[longest[:1]]),
-              "cosine": (ids[:args.cosine_reviews], mask[:args.cosine_reviews])}
-    systems, server, fused = build_systems(args, model_dir, data_dir, log)
+    inputs, lengths = peer_inputs.bench_inputs(ids, mask, args.batch)
+    inputs["cosine"] = (ids[:args.cosine_reviews], mask[:args.cosine_reviews])
+    train = peer_inputs.read_reviews(os.path.join(data_dir, "fine_foods_train.csv"))
+    calibration = peer_inputs.tokenize(model_dir, train[:args.calibration_reviews], args.seq)
+    systems, server, fused = build_systems(args, model_dir, data_dir, calibration, log)
     try:
         for system in systems:
             for name, (i, m) in inputs.items():
@@ -289,7 +354,7 @@ def main():
             server.close()
     watch.stop()
     table = report(args, systems, times, cos, agreement_ref, agreement, fused,
-                   peer_machine.describe(watch), started)
+                   peer_machine.describe(watch), started, lengths)
     print(table, flush=True)
     with open(os.path.join(args.work_dir, "peers_table.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")

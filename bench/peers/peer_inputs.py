@@ -55,10 +55,26 @@ def tokenize(model_dir, texts, seq_len):
     return ids, mask
 
 
-def longest_first(mask, count):
-    """Indices of the `count` longest rows (most tokens), longest first; ties keep file order."""
+def bench_inputs(ids, mask, batch):
+    """The timed inputs {"b32_fixed", "b1_fixed", "b32_dynamic", "b1_dynamic"} -> (ids, mask)
+    and a description of their real lengths. The large batch is the first `batch` reviews (file
+    order: a random sample of lengths); batch 1 is the first review of median length. "fixed"
+    keeps the rows padded to the full length; "dynamic" cuts each batch to its longest row, as a
+    tokenizer called with padding=True pads it."""
     lengths = mask.sum(axis=1)
-    return np.argsort(-lengths, kind="stable")[:count]
+    median = int(np.sort(lengths)[len(lengths) // 2])
+    one = int(np.flatnonzero(lengths == median)[0])
+    chosen = {"b32": np.arange(min(batch, ids.shape[0])), "b1": np.array([one])}
+    inputs = {}
+    for name, rows in chosen.items():
+        inputs[f"{name}_fixed"] = (ids[rows], mask[rows])
+        width = int(lengths[rows].max())
+        inputs[f"{name}_dynamic"] = (np.ascontiguousarray(ids[rows, :width]),
+                                     np.ascontiguousarray(mask[rows, :width]))
+    big = lengths[chosen["b32"]]
+    described = {"b32": f"{big.mean():.1f} real tokens on average, longest {big.max()}",
+                 "b1": str(median)}
+    return inputs, described
 
 
 def write_id_file(path, ids, mask):

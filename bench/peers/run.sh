@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The peer benchmark in one command: tquant's all-MiniLM-L6-v2 encoder (FP32, INT8 static with
 # the BERT demo's mapping, quantize_dynamic) against ONNX Runtime (FP32 and quantize_dynamic
-# per-channel, plain export and BERT-optimized graph) and PyTorch (FP32 SDPA, quantize_dynamic),
-# batch 32 x 128 and 1 x 128, 2 threads, interleaved rounds; prints one table
-# (docs/benchmarks.md, "Peers on CPU").
+# per-channel, plain export and BERT-optimized graph), PyTorch (FP32 SDPA, quantize_dynamic,
+# PT2E X86InductorQuantizer + torch.compile), OpenVINO (FP32, NNCF PTQ INT8) and CTranslate2
+# (FP32, INT8); batch 32 and batch 1, each with every row padded to 128 tokens and with each
+# batch padded to its longest row; 2 threads, interleaved rounds, glibc malloc defaults; prints
+# one table per padding setting (docs/benchmarks.md, "Peers on CPU").
 #
 # Set-up, each step skipped when already done:
 #   1. Debian packages, LibTorch, configure, and build of the target tquant_minilm_bench
@@ -14,7 +16,8 @@
 #      installs them.
 #
 # Usage: bench/peers/run.sh [--skip-build] [peer_bench.py options]   (--help: the options)
-#   --skip-build   use the tquant_minilm_bench already built (step 1 skipped)
+#   --skip-build     use the tquant_minilm_bench already built (step 1 skipped)
+#   --tuned-malloc   raise glibc's malloc mmap / trim thresholds for every process of the run
 #   Environment as for scripts/setup.sh (TQUANT_BUILD_DIR, TQUANT_JOBS, Torch_DIR) and
 #   scripts/setup_bert_assets.sh (TQUANT_DATA_DIR).
 set -euo pipefail
@@ -23,14 +26,20 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 build_dir="${TQUANT_BUILD_DIR:-build}"
 case "$build_dir" in /*) ;; *) build_dir="$root/$build_dir" ;; esac
 venv="$root/.venv"
-peer_packages=(onnxruntime==1.32.0 onnx==1.23.2 transformers==5.24.0)
+peer_packages=(onnxruntime==1.32.0 onnx==1.23.2 transformers==5.24.0 openvino==2026.4.1 nncf==3.4.0
+               ctranslate2==4.8.5 torchao==0.18.0 torch==2.11.0)
 
 say() { printf '[peers] %s\n' "$*" >&2; }
 
 build=1
+tuned_malloc=0
 args=()
 for arg in "$@"; do
-  if [[ "$arg" == "--skip-build" ]]; then build=0; else args+=("$arg"); fi
+  case "$arg" in
+    --skip-build) build=0 ;;
+    --tuned-malloc) tuned_malloc=1 ;;
+    *) args+=("$arg") ;;
+  esac
 done
 
 if ((build)); then
@@ -66,14 +75,14 @@ then
   "$venv/bin/python" -m pip install "${pip_args[@]}" "${peer_packages[@]}" >&2
 fi
 
-# glibc malloc hands large freed blocks back to the kernel, so every forward page-faults its
-# big activations in again (~12 % of a converted MiniLM forward in perf); a server raises the
-# thresholds, as ONNX Runtime's own arena allocator avoids the same cost. Set for every system
-# (the Python driver with ONNX Runtime and PyTorch, and tquant's server) unless already set;
-# docs/backends.md, "Serving".
-export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-4294967296}"
-export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-4294967296}"
-say "glibc malloc: MALLOC_MMAP_THRESHOLD_=$MALLOC_MMAP_THRESHOLD_ MALLOC_TRIM_THRESHOLD_=$MALLOC_TRIM_THRESHOLD_"
+# By default every system runs with glibc's malloc as a user gets it. --tuned-malloc raises the
+# thresholds at which glibc hands freed blocks back to the kernel (a server's usual setting) for
+# every process of the run, so the two tables show what that tuning is worth.
+if ((tuned_malloc)); then
+  export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-4294967296}"
+  export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-4294967296}"
+fi
+say "glibc malloc: MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-default} MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-default}"
 
 exec "$venv/bin/python" "$root/bench/peers/peer_bench.py" \
   --tquant-bench "$build_dir/bench/peers/tquant_minilm_bench" "${args[@]}"
