@@ -133,7 +133,7 @@ bert::BertClassifier fake_quant_copy(const bert::BertClassifier& float_model,
       for (const Batch& b : calibration) model->forward(b.input_ids, b.token_type_ids, b.attention_mask);
     });
   }
-  tquant::freeze_observers(*model);
+  tquant::enable_observers(*model, false);
   std::printf("fake-quant model: %s\n", bert::mode_summary(*model).c_str());
   return bert::BertClassifier(model);
 }

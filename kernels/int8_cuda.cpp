@@ -2,7 +2,7 @@
 // cuBLASLt int8 GEMMs, and the host side of the element-wise kernels (int8_kernels.cu).
 //
 // cuBLASLt, "TN" regular ordering (the only IMMA path on Hopper; COL32 layouts are
-// Ampere/Turing only, research/perf.md 2.1): D^T[N, M] = W[N, K] * X[M, K]^T with
+// Ampere/Turing only, per cuBLASLt's documentation): D^T[N, M] = W[N, K] * X[M, K]^T with
 // A = W (op T, lda = K), B = X (op N, ldb = K), D (ldd = N), CUBLAS_COMPUTE_32I with scale type
 // CUDA_R_32I (int8 x int8 -> int32; "epilogue not supported" for this type, hence our own).
 

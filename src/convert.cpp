@@ -52,7 +52,7 @@ void check_calibrated(const std::string& name, torch::nn::Module& module) {
     TORCH_CHECK_VALUE(quantizer->observer_ref().has_data() || quantizer->qparams().defined(),
                       "convert: ", detail::join_name(name, quantizer_name),
                       " has seen no data, so it has no scale; run tquant::calibrate before "
-                      "convert, or switch the module off with set_quantizers_enabled");
+                      "convert, or switch the module off with enable_quantizers");
   }
 }
 
@@ -81,7 +81,7 @@ ConvertReport convert(torch::nn::Module& model) {
     const std::string type = quantizable.quant_type_name();
     if (quantizable.mode() == QuantMode::kFloat) {
       report.unconverted.push_back({name, type, QuantMode::kFloat,
-                                    "disabled (float mode): set_quantizers_enabled(false) or "
+                                    "disabled (float mode): enable_quantizers(..., false) or "
                                     "not calibrated"});
       continue;
     }

@@ -88,7 +88,7 @@ FakeQuantizeImpl::FakeQuantizeImpl(FakeQuantizeOptions options_) : options(std::
 
 void FakeQuantizeImpl::reset() {
   observer = register_module("observer", build_observer(options.observer(), "FakeQuantize"));
-  if (learnable()) {
+  if (is_learnable()) {
     const auto& learned = *options.learnable();
     check_learnable_spec(observer_ref().quant_spec(), learned, "FakeQuantize");
     TORCH_CHECK_VALUE(!options.dynamic(), "FakeQuantize: a learnable scale cannot be dynamic "
@@ -127,7 +127,7 @@ bool FakeQuantizeImpl::fake_quant_enabled() const { return flag_value(fake_quant
 
 QParams FakeQuantizeImpl::update_qparams() {
   // A learned scale is the model's own once the observer is off: keep it.
-  if (learnable() && scale.numel() > 0 && !observer_enabled()) return qparams();
+  if (is_learnable() && scale.numel() > 0 && !observer_enabled()) return qparams();
   auto qp = detail::named_errors(qualified_name_,
                                  [&] { return observer_ref().calculate_qparams(); });
   assign(scale, qp.scale, at::kFloat);
@@ -137,7 +137,7 @@ QParams FakeQuantizeImpl::update_qparams() {
 
 QParams FakeQuantizeImpl::qparams() const {
   const auto& spec = observer_ref().quant_spec();
-  if (learnable()) {
+  if (is_learnable()) {
     return detail::named_errors(qualified_name_, [&] {
       return learned_qparams(scale, zero_point, spec, options.learnable()->eps());
     });
@@ -173,7 +173,7 @@ at::Tensor FakeQuantizeImpl::forward_unnamed(const at::Tensor& x) {
   TORCH_CHECK_VALUE(scale.numel() > 0, "FakeQuantize: fake quantization is enabled but no "
                     "quantization parameters are set; observe data first or call "
                     "update_qparams()");
-  if (learnable()) {
+  if (is_learnable()) {
     return learned_fake_quantize(x, scale, zero_point, observer_ref().quant_spec(),
                                  *options.learnable());
   }
@@ -183,7 +183,7 @@ at::Tensor FakeQuantizeImpl::forward_unnamed(const at::Tensor& x) {
 void FakeQuantizeImpl::pretty_print(std::ostream& stream) const {
   stream << "tquant::FakeQuantize(" << to_string(observer_ref().quant_spec())
          << (options.dynamic() ? ", dynamic per-token" : "")
-         << (learnable() ? ", learnable scale" : "") << ", observer=" << (observer_enabled() ? "on" : "off")
+         << (is_learnable() ? ", learnable scale" : "") << ", observer=" << (observer_enabled() ? "on" : "off")
          << ", fake_quant=" << (fake_quant_enabled() ? "on" : "off") << ")";
 }
 

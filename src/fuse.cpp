@@ -266,6 +266,15 @@ FuseReport fuse(torch::nn::Module& model, const std::vector<std::vector<std::str
   return report;
 }
 
+const FusedGroup* FuseReport::find_group(const std::string& name) const {
+  for (const FusedGroup& group : groups) {
+    for (const std::string& member : group.names) {
+      if (member == name) return &group;
+    }
+  }
+  return nullptr;
+}
+
 std::string FuseReport::to_string() const {
   std::ostringstream out;
   int64_t replaced = 0;

@@ -69,7 +69,7 @@ struct PathChoice {
 
 at::Tensor qlinear_onednn_op(const c10::OperatorHandle& qlinear, const at::Tensor& qx,
                              double x_scale, const Int8Weight& weight, const at::Tensor& w_scale,
-                             const c10::optional<at::Tensor>& bias, bool gelu);
+                             const std::optional<at::Tensor>& bias, bool gelu);
 
 // The codes the probes below multiply: weight rows of +127 and -127, activations of code 127,
 // K = 1040, the largest K whose exact sums (+-127 * 127 * K = +-16,774,160) float32 holds. They
@@ -104,7 +104,7 @@ bool onednn_sums_exact(const PathChoice& c) {
     const at::Tensor qx = is_signed ? at::full({m, kProbeK}, 127, at::kChar)
                                     : at::full({m, kProbeK}, 255, at::kByte);  // 127 + 128
     const at::Tensor y =
-        qlinear_onednn_op(*c.qlinear, qx, 1.0, weight, weight.scale, c10::nullopt, false);
+        qlinear_onednn_op(*c.qlinear, qx, 1.0, weight, weight.scale, std::nullopt, false);
     if (!at::equal(y, probe_expected(m))) return false;
   }
   return true;
@@ -402,7 +402,7 @@ Flat flatten_input(const at::Tensor& x, const Int8Weight& weight, const char* op
   return f;
 }
 
-void check_bias(const c10::optional<at::Tensor>& bias, const Int8Weight& weight, const char* op) {
+void check_bias(const std::optional<at::Tensor>& bias, const Int8Weight& weight, const char* op) {
   if (!bias.has_value() || !bias->defined()) return;
   TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.out_features(), op,
                     ": expected a bias of shape [", weight.out_features(), "], got ",
@@ -420,16 +420,16 @@ at::Tensor nan_rows(at::Tensor y, const std::vector<int64_t>& rows) {
   return y.index_fill_(0, index, std::numeric_limits<float>::quiet_NaN());
 }
 
-c10::optional<at::Tensor> defined_bias(const c10::optional<at::Tensor>& bias) {
+std::optional<at::Tensor> defined_bias(const std::optional<at::Tensor>& bias) {
   if (bias.has_value() && bias->defined()) return bias->contiguous();
-  return c10::nullopt;
+  return std::nullopt;
 }
 
 void check_scale(double s, const char* op) { detail::check_int8_scale(s, op, "input"); }
 
 // The per-input-channel multiplier (SmoothQuant's 1 / s) as the quantizers take it: float32 [K]
 // contiguous on the CPU; undefined when none is given.
-at::Tensor input_multiplier_of(const c10::optional<at::Tensor>& mult, int64_t k, const char* op) {
+at::Tensor input_multiplier_of(const std::optional<at::Tensor>& mult, int64_t k, const char* op) {
   if (!mult.has_value() || !mult->defined()) return {};
   TORCH_CHECK_VALUE(mult->dim() == 1 && mult->size(0) == k && mult->scalar_type() == at::kFloat &&
                         mult->device().is_cpu(),
@@ -443,7 +443,7 @@ at::Tensor input_multiplier_of(const c10::optional<at::Tensor>& mult, int64_t k,
 // "none"; bit-equal to at::gelu of the unfused result in tests).
 at::Tensor qlinear_onednn_op(const c10::OperatorHandle& qlinear, const at::Tensor& qx,
                              double x_scale, const Int8Weight& weight, const at::Tensor& w_scale,
-                             const c10::optional<at::Tensor>& bias, bool gelu) {
+                             const std::optional<at::Tensor>& bias, bool gelu) {
   auto w_zero_point = at::zeros({weight.out_features()}, at::kInt);
   torch::jit::Stack stack;
   stack.reserve(13);
@@ -459,14 +459,14 @@ at::Tensor qlinear_onednn_op(const c10::OperatorHandle& qlinear, const at::Tenso
   stack.emplace_back(static_cast<int64_t>(0));  // output_zero_point
   stack.emplace_back(at::kFloat);               // output_dtype
   stack.emplace_back(std::string(gelu ? "gelu" : "none"));  // post_op_name
-  stack.emplace_back(c10::List<c10::optional<at::Scalar>>());
+  stack.emplace_back(c10::List<std::optional<at::Scalar>>());
   stack.emplace_back(std::string(gelu ? "none" : ""));  // post_op_algorithm (none = erf)
   qlinear.callBoxed(&stack);
   return stack.at(0).toTensor();
 }
 
 at::Tensor qlinear_onednn(const at::Tensor& qx, double x_scale, const Int8Weight& weight,
-                          const at::Tensor& w_scale, const c10::optional<at::Tensor>& bias,
+                          const at::Tensor& w_scale, const std::optional<at::Tensor>& bias,
                           bool gelu = false) {
   return qlinear_onednn_op(*path_choice().qlinear, qx, x_scale, weight, w_scale, bias, gelu);
 }
@@ -479,7 +479,7 @@ int32_t onednn_activation_offset(int64_t m) {
 
 // Same contract with at::_int_mm (int32 accumulators) and one dequantization op.
 at::Tensor qlinear_int_mm(const at::Tensor& qx_s8, double x_scale, const Int8Weight& weight,
-                          const at::Tensor& w_scale, const c10::optional<at::Tensor>& bias) {
+                          const at::Tensor& w_scale, const std::optional<at::Tensor>& bias) {
   auto acc = at::_int_mm(qx_s8, weight.packed);  // [M, N] int32
   auto col = w_scale * x_scale;                  // [N] float32
   return bias.has_value() ? at::addcmul(*bias, acc, col) : at::mul(acc, col);
@@ -513,7 +513,7 @@ std::vector<Int8GemmPath> int8_gemm_exact_paths() {
   return paths;
 }
 
-Int8Weight prepare_int8_weight(const at::Tensor& weight, c10::optional<Int8GemmPath> path) {
+Int8Weight prepare_int8_weight(const at::Tensor& weight, std::optional<Int8GemmPath> path) {
   TORCH_CHECK_VALUE(weight.defined() && weight.dim() == 2,
                     "prepare_int8_weight: expected a weight of shape [N, K], got ",
                     weight.defined() ? weight.sizes() : at::IntArrayRef{});
@@ -528,7 +528,7 @@ Int8Weight prepare_int8_weight(const at::Tensor& weight, c10::optional<Int8GemmP
 }
 
 Int8Weight prepare_int8_weight(const at::Tensor& qweight, const at::Tensor& scale,
-                               c10::optional<Int8GemmPath> path) {
+                               std::optional<Int8GemmPath> path) {
   TORCH_CHECK_VALUE(qweight.defined() && qweight.dim() == 2 && qweight.scalar_type() == at::kChar,
                     "prepare_int8_weight: expected int8 codes of shape [N, K], got ",
                     qweight.defined() ? qweight.sizes() : at::IntArrayRef{}, " of type ",
@@ -568,8 +568,8 @@ Int8Weight prepare_int8_weight(const at::Tensor& qweight, const at::Tensor& scal
 }
 
 at::Tensor int8_linear_static(const at::Tensor& x, double input_scale, const Int8Weight& weight,
-                              const c10::optional<at::Tensor>& bias,
-                              const c10::optional<at::Tensor>& input_multiplier, bool gelu) {
+                              const std::optional<at::Tensor>& bias,
+                              const std::optional<at::Tensor>& input_multiplier, bool gelu) {
   constexpr const char* op = "int8_linear_static";
   RECORD_FUNCTION("tquant::int8_linear_static", std::vector<c10::IValue>());
   check_scale(input_scale, op);
@@ -598,9 +598,17 @@ at::Tensor int8_linear_static(const at::Tensor& x, double input_scale, const Int
   return nan_rows(y, nonfinite).view(f.out_shape);
 }
 
+at::Tensor int8_linear_cpu(const at::Tensor& x, std::optional<double> input_scale,
+                           const Int8Weight& weight, const std::optional<at::Tensor>& bias,
+                           bool gelu) {
+  if (input_scale) return int8_linear_static(x, *input_scale, weight, bias, std::nullopt, gelu);
+  at::Tensor y = int8_linear_dynamic(x, weight, bias);
+  return gelu ? at::gelu(y) : y;
+}
+
 at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
-                               const c10::optional<at::Tensor>& bias,
-                               const c10::optional<at::Tensor>& input_multiplier) {
+                               const std::optional<at::Tensor>& bias,
+                               const std::optional<at::Tensor>& input_multiplier) {
   constexpr const char* op = "int8_linear_dynamic";
   RECORD_FUNCTION("tquant::int8_linear_dynamic", std::vector<c10::IValue>());
   check_bias(bias, weight, op);
@@ -611,14 +619,14 @@ at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
   at::Tensor y;
   std::vector<int64_t> nonfinite;
   if (weight.path == Int8GemmPath::kInt16Madd) {
-    y = detail::int8_linear_int16_madd(f.x2d, c10::nullopt, weight.packed, weight.out_features(),
+    y = detail::int8_linear_int16_madd(f.x2d, std::nullopt, weight.packed, weight.out_features(),
                                        weight.scale, b, mult, &nonfinite);
   } else if (weight.path == Int8GemmPath::kOneDnnQLinear) {
     // oneDNN takes one input scale; the per-row scale and the bias go in one extra pass
     // (scale_rows_add_bias_avx512): y = (acc * s_w[n]) * s_x[m] + bias[n].
     auto [qx, sx] = quantize_per_token_impl(f.x2d, onednn_activation_offset(f.x2d.size(0)),
                                             &nonfinite, mult);
-    y = qlinear_onednn(qx, 1.0, weight, weight.scale, c10::nullopt);
+    y = qlinear_onednn(qx, 1.0, weight, weight.scale, std::nullopt);
     if (kernels_use_avx512() && y.is_contiguous()) {
       float* yp = y.data_ptr<float>();
       const float* sp = sx.const_data_ptr<float>();
@@ -646,7 +654,7 @@ at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
 namespace {
 
 at::Tensor gemm_ref(const at::Tensor& q, const at::Tensor& row_scale /*[M,1] f64*/,
-                    const Int8Weight& weight, const c10::optional<at::Tensor>& bias) {
+                    const Int8Weight& weight, const std::optional<at::Tensor>& bias) {
   auto acc = at::matmul(q.to(at::kLong), weight.qweight.to(at::kLong).t());
   auto y = acc.to(at::kDouble) * row_scale * weight.scale.to(at::kDouble).unsqueeze(0);
   if (bias.has_value() && bias->defined()) y = y + bias->to(at::kDouble);
@@ -656,8 +664,8 @@ at::Tensor gemm_ref(const at::Tensor& q, const at::Tensor& row_scale /*[M,1] f64
 }  // namespace
 
 at::Tensor int8_linear_static_ref(const at::Tensor& x, double input_scale, const Int8Weight& weight,
-                                  const c10::optional<at::Tensor>& bias,
-                                  const c10::optional<at::Tensor>& input_multiplier, bool gelu) {
+                                  const std::optional<at::Tensor>& bias,
+                                  const std::optional<at::Tensor>& input_multiplier, bool gelu) {
   constexpr const char* op = "int8_linear_static_ref";
   check_scale(input_scale, op);
   check_bias(bias, weight, op);
@@ -673,8 +681,8 @@ at::Tensor int8_linear_static_ref(const at::Tensor& x, double input_scale, const
 }
 
 at::Tensor int8_linear_dynamic_ref(const at::Tensor& x, const Int8Weight& weight,
-                                   const c10::optional<at::Tensor>& bias,
-                                   const c10::optional<at::Tensor>& input_multiplier) {
+                                   const std::optional<at::Tensor>& bias,
+                                   const std::optional<at::Tensor>& input_multiplier) {
   constexpr const char* op = "int8_linear_dynamic_ref";
   check_bias(bias, weight, op);
   auto f = flatten_input(x, weight, op);
@@ -718,7 +726,7 @@ std::pair<at::Tensor, at::Tensor> quantize_per_token_int8_ref(const at::Tensor& 
 }
 
 at::Tensor int8_gemm_dequant(const at::Tensor& qx, double x_scale, const Int8Weight& weight,
-                             const at::Tensor& w_scale, const c10::optional<at::Tensor>& bias) {
+                             const at::Tensor& w_scale, const std::optional<at::Tensor>& bias) {
   TORCH_CHECK_VALUE(
       qx.dim() == 2 && qx.scalar_type() == at::kChar && qx.size(1) == weight.in_features(),
       "int8_gemm_dequant: expected int8 codes of shape [M, ", weight.in_features(), "], got ",

@@ -367,13 +367,14 @@ QParams HistogramObserverImpl::calculate_qparams() {
   return tquant::calculate_qparams(lo, hi, options.spec(), options.eps());
 }
 
-void HistogramObserverImpl::set_method(CalibrationMethod method) { options.method(method); }
-
-void HistogramObserverImpl::set_method(CalibrationMethod method, double percentile) {
-  TORCH_CHECK_VALUE(percentile >= 0.0 && percentile <= 100.0, kKind,
-                    ": expected 0 <= percentile <= 100, got ", percentile);
+void HistogramObserverImpl::set_calibration_method(CalibrationMethod method,
+                                                   std::optional<double> percentile) {
+  if (percentile) {
+    TORCH_CHECK_VALUE(*percentile >= 0.0 && *percentile <= 100.0, kKind,
+                      ": expected 0 <= percentile <= 100, got ", *percentile);
+    options.search().percentile(*percentile);
+  }
   options.method(method);
-  options.search().percentile(percentile);
 }
 
 void HistogramObserverImpl::reset_stats() {

@@ -55,10 +55,10 @@ at::Tensor pack_weight_for_int16_madd(const at::Tensor& qweight) {
   return packed;
 }
 
-at::Tensor int8_linear_int16_madd(const at::Tensor& x, c10::optional<double> input_scale,
+at::Tensor int8_linear_int16_madd(const at::Tensor& x, std::optional<double> input_scale,
                                   const at::Tensor& packed_weight, int64_t out_features,
                                   const at::Tensor& weight_scale,
-                                  const c10::optional<at::Tensor>& bias, const at::Tensor& mult,
+                                  const std::optional<at::Tensor>& bias, const at::Tensor& mult,
                                   std::vector<int64_t>* nonfinite) {
   RECORD_FUNCTION("tquant::int8_linear_int16_madd", std::vector<c10::IValue>());
   const CpuIsa isa = cpu_isa();

@@ -4,11 +4,11 @@
 // the path Int8GemmPath::kInt16Madd of include/tquant/gemm.h, used where oneDNN's int8 kernels
 // would saturate (no VNNI).
 
-#include <ATen/core/Tensor.h>
-#include <c10/util/Optional.h>
-
 #include <cstdint>
+#include <optional>
 #include <vector>
+
+#include <ATen/core/Tensor.h>
 
 namespace tquant::detail {
 
@@ -22,10 +22,10 @@ at::Tensor pack_weight_for_int16_madd(const at::Tensor& qweight);
 /// acc = sum_k q_x[m, k] * q_w[n, k] exactly (int32). mult (float32 [K] or undefined) is
 /// SmoothQuant's per-column multiplier. Rows of x holding a NaN or Inf are appended to
 /// `nonfinite` (their outputs are meaningless; the caller makes them NaN).
-at::Tensor int8_linear_int16_madd(const at::Tensor& x, c10::optional<double> input_scale,
+at::Tensor int8_linear_int16_madd(const at::Tensor& x, std::optional<double> input_scale,
                                   const at::Tensor& packed_weight, int64_t out_features,
                                   const at::Tensor& weight_scale,
-                                  const c10::optional<at::Tensor>& bias, const at::Tensor& mult,
+                                  const std::optional<at::Tensor>& bias, const at::Tensor& mult,
                                   std::vector<int64_t>* nonfinite);
 
 }  // namespace tquant::detail

@@ -90,14 +90,6 @@ QConfig weight_only_int8_qconfig(const PresetOptions& options) {
   return QConfig{QuantizerFactory(), per_channel_int8_weight(options)};
 }
 
-QConfig weight_only_int4_qconfig(int64_t block_size, const PresetOptions& options) {
-  auto weight = fake_quantize_factory(FakeQuantizeOptions(
-      observer_factory<MinMaxObserver>(min_max(int4_per_block_weight_spec(block_size), options))));
-  return QConfig{QuantizerFactory(), std::move(weight)};
-}
-
-// ---- W4A8: int4 weights with int8 activations ------------------------------------------------
-
 QuantSpec int4_per_channel_weight_spec() {
   return QuantSpec(QuantDtype::kInt4)
       .symmetric(true)
@@ -108,6 +100,7 @@ QuantSpec int4_per_channel_weight_spec() {
 
 namespace {
 
+// The int4 weight quantizer of every int4 preset: block_size 0 = one scale per output channel.
 QuantizerFactory int4_weight(int64_t block_size, const PresetOptions& options, const char* preset) {
   TORCH_CHECK_VALUE(block_size >= 0, preset, ": expected block_size >= 0 (0: one scale per "
                     "output channel), got ", block_size);
@@ -120,6 +113,12 @@ QuantizerFactory int4_weight(int64_t block_size, const PresetOptions& options, c
 }
 
 }  // namespace
+
+QConfig weight_only_int4_qconfig(int64_t block_size, const PresetOptions& options) {
+  return QConfig{QuantizerFactory(), int4_weight(block_size, options, "weight_only_int4_qconfig")};
+}
+
+// ---- W4A8: int4 weights with int8 activations ------------------------------------------------
 
 QConfig w4a8_qconfig(int64_t block_size, const PresetOptions& options) {
   QConfig qconfig = int8_static_qconfig(options);
@@ -154,11 +153,11 @@ QConfig lsq_qconfig(QuantSpec weight_spec, const PresetOptions& options) {
 
 }  // namespace
 
-QConfig int8_lsq_qat_qconfig(const PresetOptions& options) {
+QConfig int8_learnable_qat_qconfig(const PresetOptions& options) {
   return lsq_qconfig(int8_per_channel_weight_spec(), options);
 }
 
-QConfig w4a8_lsq_qat_qconfig(const PresetOptions& options) {
+QConfig w4a8_learnable_qat_qconfig(const PresetOptions& options) {
   return lsq_qconfig(int4_per_channel_weight_spec(), options);
 }
 

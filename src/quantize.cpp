@@ -102,7 +102,7 @@ class PrepareWalk {
       quantizable.set_mode(mode_);
     });
     report_.quantized.push_back({name, quantizable.quant_type_name(), mode_, scheme_of(module),
-                                 rule_text(match)});
+                                 rule_text(match), quantizable.convert_note()});
   }
 
   void classify_leaf(nn::Module& module, const std::string& name, bool in_container) {
@@ -396,8 +396,7 @@ CalibrationReport calibrate(torch::nn::Module& model, const std::function<void()
   return calibrate(model, [&](CalibrationProgress&) { forward_loop(); });
 }
 
-int64_t set_quantizers_enabled(torch::nn::Module& model, const std::string& pattern,
-                               bool enabled) {
+int64_t enable_quantizers(torch::nn::Module& model, const std::string& pattern, bool enabled) {
   int64_t switched = 0;
   for (auto& [name, module] : quantizable_modules(model)) {
     Quantizable& quantizable = *as_quantizable(*module);
@@ -412,7 +411,7 @@ int64_t set_quantizers_enabled(torch::nn::Module& model, const std::string& patt
     });
     ++switched;
   }
-  TORCH_CHECK_VALUE(switched > 0, "set_quantizers_enabled: expected pattern '", pattern,
+  TORCH_CHECK_VALUE(switched > 0, "enable_quantizers: expected pattern '", pattern,
                     "' to match a prepared tquant module, got no match");
   return switched;
 }
@@ -425,11 +424,7 @@ int64_t set_calibration_method(torch::nn::Module& model, CalibrationMethod metho
     if (quantizer == nullptr) continue;
     auto* histogram = dynamic_cast<HistogramObserverImpl*>(quantizer->observer.get());
     if (histogram == nullptr) continue;
-    if (percentile) {
-      histogram->set_method(method, *percentile);
-    } else {
-      histogram->set_method(method);
-    }
+    histogram->set_calibration_method(method, percentile);
     // Refresh frozen parameters from the kept histogram; never observe again.
     if (histogram->has_data() && quantizer->qparams().defined()) quantizer->update_qparams();
     ++switched;
@@ -439,25 +434,27 @@ int64_t set_calibration_method(torch::nn::Module& model, CalibrationMethod metho
   return switched;
 }
 
-int64_t freeze_observers(torch::nn::Module& model) {
+namespace {
+
+int64_t disable_all_observers(torch::nn::Module& model) {
   int64_t frozen = 0;
   for (const auto& [name, quantizer] : quantizers_of(model)) {
     TORCH_CHECK_VALUE(!quantizer->fake_quant_enabled() || quantizer->options.dynamic() ||
                           quantizer->qparams().defined(),
-                      "freeze_observers: ", name, " has no scale yet (its observer saw no "
+                      "enable_observers(false): ", name, " has no scale yet (its observer saw no "
                       "data); run a training step that reaches it (or tquant::calibrate) "
-                      "before freezing, or switch its module off with set_quantizers_enabled");
+                      "before freezing, or switch its module off with enable_quantizers");
     quantizer->enable_observer(false);
     ++frozen;
   }
-  TORCH_CHECK_VALUE(frozen > 0, "freeze_observers: expected a prepared model (tquant modules "
-                    "with quantizers), got none; call tquant::prepare_qat or tquant::prepare "
-                    "first");
+  TORCH_CHECK_VALUE(frozen > 0, "enable_observers(false): expected a prepared model (tquant "
+                    "modules with quantizers), got none; call tquant::prepare_qat or "
+                    "tquant::prepare first");
   detail::name_quantizers(model);
   return frozen;
 }
 
-int64_t enable_observers(torch::nn::Module& model) {
+int64_t enable_fake_quant_observers(torch::nn::Module& model) {
   int64_t enabled = 0;
   for (auto& [name, module] : quantizable_modules(model)) {
     if (as_quantizable(*module)->mode() != QuantMode::kFakeQuant) continue;
@@ -470,6 +467,12 @@ int64_t enable_observers(torch::nn::Module& model) {
                     "(after prepare_qat, or prepare and calibrate), got none");
   detail::name_quantizers(model);
   return enabled;
+}
+
+}  // namespace
+
+int64_t enable_observers(torch::nn::Module& model, bool enabled) {
+  return enabled ? enable_fake_quant_observers(model) : disable_all_observers(model);
 }
 
 }  // namespace tquant

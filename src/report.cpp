@@ -141,6 +141,15 @@ std::string PrepareReport::to_string() const {
     }
     table.print(out);
   }
+  int64_t will_not_convert = 0;
+  for (const auto& module : quantized) will_not_convert += module.convert_note.empty() ? 0 : 1;
+  if (will_not_convert > 0) {
+    Table table({"convert will keep simulating", "why"});
+    for (const auto& module : quantized) {
+      if (!module.convert_note.empty()) table.add({display_name(module.name), module.convert_note});
+    }
+    table.print(out);
+  }
   if (!replaced.empty()) {
     Table table({"replaced in container", "from", "to"});
     for (const auto& module : replaced) table.add({module.name, module.from, module.to});
@@ -148,11 +157,13 @@ std::string PrepareReport::to_string() const {
   }
   print_float_table(out, left_float);
   out << "prepare: " << quantized.size() << " quantized (" << replaced.size()
-      << " replaced in containers), " << float_summary(left_float) << '\n';
+      << " replaced in containers";
+  if (will_not_convert > 0) out << ", " << will_not_convert << " that convert will not lower";
+  out << "), " << float_summary(left_float) << '\n';
   return out.str();
 }
 
-const QuantizerReport* CalibrationReport::find(const std::string& quantizer_name) const {
+const QuantizerReport* CalibrationReport::find_quantizer(const std::string& quantizer_name) const {
   for (const auto& quantizer : quantizers) {
     if (quantizer.name == quantizer_name) return &quantizer;
   }
@@ -189,6 +200,13 @@ const ConvertedModule* ConvertReport::find_converted(const std::string& name) co
 
 const UnconvertedModule* ConvertReport::find_unconverted(const std::string& name) const {
   for (const auto& module : unconverted) {
+    if (module.name == name) return &module;
+  }
+  return nullptr;
+}
+
+const FloatModule* ConvertReport::find_float(const std::string& name) const {
+  for (const auto& module : left_float) {
     if (module.name == name) return &module;
   }
   return nullptr;

@@ -189,7 +189,7 @@ double FallbackReport::loss(double metric) const {
   return loss_against(higher_is_better, float_metric, metric);
 }
 
-const GroupSensitivity* SensitivityReport::find(const std::string& group) const {
+const GroupSensitivity* SensitivityReport::find_group(const std::string& group) const {
   for (const auto& entry : groups) {
     if (entry.group == group) return &entry;
   }

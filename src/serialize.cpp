@@ -100,7 +100,8 @@ json describe_modules(const torch::nn::Module& model) {
     }
     const json recipes = quantizer_recipes(*item.value());
     if (!recipes.empty()) entry[kRecipesKey] = recipes;
-    if (quantizable->smoothing().defined()) entry[kSmoothKey] = quantizable->smoothing().numel();
+    const at::Tensor smooth_factor = quantizable->get_smooth_factor();
+    if (smooth_factor.defined()) entry[kSmoothKey] = smooth_factor.numel();
     modules[file_key(item.key())] = entry;
   }
   return modules;
@@ -154,8 +155,8 @@ void apply_step(torch::nn::Module& module, const ModulePlan& step, const std::st
   }
   // SmoothQuant: the factors' buffer exists exactly when the file has it (placeholder ones,
   // overwritten by the copy); before make_converted, which a converted module's factors outlive.
-  if ((step.smooth_factors > 0) != quantizable.smoothing().defined()) {
-    quantizable.set_smoothing(step.smooth_factors > 0 ? at::ones({step.smooth_factors})
+  if ((step.smooth_factors > 0) != quantizable.get_smooth_factor().defined()) {
+    quantizable.set_smooth_factor(step.smooth_factors > 0 ? at::ones({step.smooth_factors})
                                                       : at::Tensor());
   }
   if (step.mode == QuantMode::kConverted) {
@@ -167,7 +168,7 @@ void apply_step(torch::nn::Module& module, const ModulePlan& step, const std::st
 
 /// True when the step changes the module's tensors (names, dtypes or shapes).
 bool changes_tensors(const ModulePlan& step) {
-  const bool smoothed = as_quantizable(*step.module)->smoothing().defined();
+  const bool smoothed = as_quantizable(*step.module)->get_smooth_factor().defined();
   return step.qconfig.has_value() || (step.smooth_factors > 0) != smoothed ||
          (step.mode == QuantMode::kConverted &&
           as_quantizable(*step.module)->mode() != QuantMode::kConverted);

@@ -117,7 +117,7 @@ double trial_loss(QuantLinear& trial, const QuantLinearImpl& layer, const std::s
                   const at::Tensor& weight_amax, const at::Tensor& act_amax, double alpha,
                   const SmoothQuantMetric& metric) {
   trial->set_qconfig(*layer.qconfig());
-  trial->set_smoothing(smooth_quant_factors(act_amax, weight_amax, alpha));
+  trial->set_smooth_factor(smooth_quant_factors(act_amax, weight_amax, alpha));
   trial->set_mode(QuantMode::kObserve);
   trial->forward(input);
   trial->set_mode(QuantMode::kFakeQuant);
@@ -154,7 +154,7 @@ SmoothedLayer smooth_layer(LayerRecord& record, const SmoothQuantOptions& option
     }
   }
   result.factor = smooth_quant_factors(result.act_amax, result.weight_amax, result.alpha);
-  layer.set_smoothing(result.factor);
+  layer.set_smooth_factor(result.factor);
   // The quantizers saw the unsmoothed tensors: their ranges must be observed again.
   for (auto& [quantizer_name, quantizer] : detail::quantizers_of(layer)) {
     quantizer->observer_ref().reset_stats();
@@ -249,15 +249,18 @@ SmoothQuantReport smooth_quant(torch::nn::Module& model, const std::function<voi
   forward_loop();
 
   // 2. Factors (alpha given or searched), installed in each layer.
+  const auto total = static_cast<int64_t>(records.size());
+  int64_t done = 0;
   for (LayerRecord& record : records) {
     record.layer->set_input_tap({});
     if (!record.act_amax.defined()) {
       report.skipped.emplace_back(record.name, "saw no data: the forward loop never ran it");
-      continue;
+    } else {
+      report.layers.push_back(
+          detail::named_errors(record.name, [&] { return smooth_layer(record, options); }));
+      restore.release(record.module.get());
     }
-    report.layers.push_back(
-        detail::named_errors(record.name, [&] { return smooth_layer(record, options); }));
-    restore.release(record.module.get());
+    if (options.on_progress()) options.on_progress()(++done, total);
   }
   return report;
 }

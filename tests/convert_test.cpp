@@ -108,6 +108,9 @@ TEST(ConvertTest, QuantizeDynamicReplacesContainerLinearsAndRunsInt8) {
   ASSERT_EQ(report.converted.size(), 2u) << report;
   EXPECT_NE(report.converted[0].backend.find("int8 GEMM"), std::string::npos);
   EXPECT_FALSE(report.left_float.empty());  // the GELU, with its reason
+  ASSERT_NE(report.find_float("1"), nullptr) << report;
+  EXPECT_EQ(report.find_float("1")->type, "torch::nn::GELU");
+  EXPECT_EQ(report.find_float("0"), nullptr);
   const at::Tensor quantized = net->forward(x);
   // int8 per-token / per-channel on a 2-layer MLP: a few percent of the output range.
   EXPECT_LE(error_in_output_steps(quantized, reference), 4.0);
@@ -195,7 +198,7 @@ TEST(ConvertTest, ModulesWhoseSchemeHasNoIntegerKernelKeepSimulatingAndAreReport
   mapping.set_module_name("conv", affine);
   prepare(*net, mapping);
   calibrate_on(*net, [&](const at::Tensor& x) { return net->forward(x); }, {2, 3, 8, 8}, 2);
-  set_quantizers_enabled(*net, "off", false);
+  enable_quantizers(*net, "off", false);
   const ConvertReport report = convert(*net);
   ASSERT_NE(report.find_converted("fc"), nullptr) << report;
   const UnconvertedModule* conv = report.find_unconverted("conv");

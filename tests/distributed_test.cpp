@@ -355,7 +355,7 @@ Tensors grid_state(GridNet& net, const GridCase& c) {
 void run_histogram_grids(const std::string& out_dir) {
   auto env_group = process_group_from_env(ProcessGroupOptions().timeout(std::chrono::seconds(60)));
   const DistributedGroup& group = env_group.group;
-  const auto data = shard(grid_batches(group.size()), group.rank(), group.size());
+  const auto data = shard(grid_batches(group.world_size()), group.rank(), group.world_size());
   Tensors out;
   for (const auto& c : grid_cases()) {
     GridNet net = calibrated_grid_net(c, data, &group);
@@ -370,7 +370,7 @@ void run_calibrate_and_train(const std::string& out_dir) {
   auto env_group = process_group_from_env(ProcessGroupOptions().timeout(std::chrono::seconds(60)));
   const DistributedGroup& group = env_group.group;
   const int rank = group.rank();
-  const int world = group.size();
+  const int world = group.world_size();
   const auto data = shard(calibration_batches(), rank, world);
   Tensors out;
 
@@ -483,7 +483,7 @@ Launched launch(const std::string& scenario, int world) {
   const std::string filter = "--gtest_filter=DistributedWorker.Run";
   auto exits = launch_local({"/proc/self/exe", filter},
                             LaunchOptions()
-                                .nproc(world)
+                                .nproc_per_node(world)
                                 .threads_per_rank(1)
                                 .timeout(std::chrono::seconds(120))
                                 .env({{"TQUANT_DIST_SCENARIO", scenario},

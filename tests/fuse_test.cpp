@@ -76,6 +76,9 @@ TEST(Fuse, SequentialGroupsMatchEvalOutputAndBecomeIdentity) {
   EXPECT_FALSE(report.groups[1].bias_added);
   EXPECT_TRUE(report.groups[0].relu);
   EXPECT_EQ(report.groups[0].conv_type, "torch::nn::Conv2d");
+  EXPECT_EQ(report.find_group("2"), &report.groups[0]);  // by any member: conv, bn or relu
+  EXPECT_EQ(report.find_group("3"), &report.groups[1]);
+  EXPECT_EQ(report.find_group("5"), nullptr);
   for (const auto& group : report.groups) {
     EXPECT_EQ(group.batch_norm, BatchNormRemoval::kReplacedByIdentity);
   }
@@ -151,7 +154,7 @@ TEST(Fuse, FusedQuantConvCanBePreparedAndCalibrated) {
   const at::Tensor x = torch::randn({4, 3, 8, 8});
   torch::NoGradGuard no_grad;
   const CalibrationReport report = calibrate(*net, [&] { net->forward(x); });
-  const QuantizerReport* weight = report.find("conv.weight_quantizer");
+  const QuantizerReport* weight = report.find_quantizer("conv.weight_quantizer");
   ASSERT_NE(weight, nullptr);
   EXPECT_TRUE(weight->calibrated);
   // The weight range is the folded weight's.

@@ -210,6 +210,30 @@ TEST(Int8Gemm, DynamicMatchesReference) {
   }
 }
 
+TEST(Int8Gemm, LinearCpuTakesTheCudaContract) {
+  // int8_linear_cpu(x, input_scale, weight, bias, gelu): static with a scale, per token
+  // without, the same calls as int8_linear_cuda; the values are those of the two CPU functions.
+  torch::manual_seed(8);
+  for (auto path : paths()) {
+    auto weight = tquant::prepare_int8_weight(torch::randn({33, 17}) * 0.1, path);
+    auto b = torch::randn({33});
+    auto x = torch::randn({2, 5, 17});
+    const auto tag = to_string(path);
+    EXPECT_TRUE(tquant::int8_linear_cpu(x, 0.02, weight, b).equal(
+        tquant::int8_linear_static(x, 0.02, weight, b)))
+        << tag;
+    EXPECT_TRUE(tquant::int8_linear_cpu(x, 0.02, weight, b, /*gelu=*/true)
+                    .equal(tquant::int8_linear_static(x, 0.02, weight, b, std::nullopt, true)))
+        << tag;
+    EXPECT_TRUE(tquant::int8_linear_cpu(x, std::nullopt, weight, b)
+                    .equal(tquant::int8_linear_dynamic(x, weight, b)))
+        << tag;
+    EXPECT_TRUE(tquant::int8_linear_cpu(x, std::nullopt, weight, b, /*gelu=*/true)
+                    .equal(at::gelu(tquant::int8_linear_dynamic(x, weight, b))))
+        << tag;
+  }
+}
+
 TEST(Int8Gemm, AcceptsLeadingDims) {
   torch::manual_seed(7);
   auto weight = tquant::prepare_int8_weight(torch::randn({9, 20}));

@@ -418,7 +418,8 @@ TEST(GoldenHistogram, SpikeAtZeroRangesOnEveryGrid) {
 // ModelOpt has no per-channel histograms, so its reference is one calibrator per channel. A
 // per-channel observer must hold, in each channel's row, that calibrator's histogram (same
 // width, same bins) and find the same ranges, however differently the channels' ranges grew
-// across the batches (issue 15: merging pairs of bins there changed entropy by up to 295 bins).
+// across the batches (merging pairs of bins there, as an earlier version did, changed entropy by
+// up to 295 bins).
 
 HistogramObserver observe_per_channel(const PerChannelCase& pc, const QuantSpec& spec,
                                       int64_t axis) {

@@ -183,9 +183,9 @@ TEST(HistogramObserver, MethodCanChangeWithoutCollectingAgain) {
   observer->observe(laplace_with_outliers(50000, 3));
   auto counts_before = observer->counts.clone();
   const float by_percentile = observer->calculate_qparams().scale.item<float>();
-  observer->set_method(CalibrationMethod::kMax);
+  observer->set_calibration_method(CalibrationMethod::kMax);
   const float by_max = observer->calculate_qparams().scale.item<float>();
-  observer->set_method(CalibrationMethod::kPercentile, 99.9);
+  observer->set_calibration_method(CalibrationMethod::kPercentile, 99.9);
   const float by_p999 = observer->calculate_qparams().scale.item<float>();
   EXPECT_GT(by_max, by_percentile);
   EXPECT_LT(by_p999, by_percentile);
@@ -488,8 +488,8 @@ TEST(HistogramObserver, SharedGridGivesTheSameHistogramHoweverTheDataAreSplit) {
       for (const auto method : kAllMethods) {
         EXPECT_TRUE(torch::equal(parts->compute_amax(method), one->compute_amax(method)))
             << to_string(spec) << " " << to_string(method);
-        parts->set_method(method);
-        one->set_method(method);
+        parts->set_calibration_method(method);
+        one->set_calibration_method(method);
         const auto a = parts->calculate_qparams();
         const auto b = one->calculate_qparams();
         EXPECT_TRUE(torch::equal(a.scale, b.scale) && torch::equal(a.zero_point, b.zero_point))

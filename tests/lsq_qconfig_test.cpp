@@ -20,7 +20,7 @@
 #include "test_util.h"
 
 // Learned scales (LSQ) through a QConfig: FakeQuantizeOptions::learnable and the
-// int8_lsq_qat_qconfig / w4a8_lsq_qat_qconfig presets, end to end through the passes.
+// int8_learnable_qat_qconfig / w4a8_learnable_qat_qconfig presets, end to end through the passes.
 
 using namespace tquant;
 
@@ -70,7 +70,7 @@ std::string temp_path(const std::string& name) { return ::testing::TempDir() + "
 TEST(LsqQConfig, ScalesAreParametersUnderTheFixedPresetsNamesAndShapes) {
   torch::manual_seed(1);
   const at::Tensor data = torch::randn({9, kIn});
-  Net lsq = calibrated_net(int8_lsq_qat_qconfig(), data);
+  Net lsq = calibrated_net(int8_learnable_qat_qconfig(), data);
   Net fixed = calibrated_net(int8_qat_qconfig(), data);
   const auto lsq_tensors = tensors_of(*lsq);
   const auto fixed_tensors = tensors_of(*fixed);
@@ -94,7 +94,7 @@ TEST(LsqQConfig, ScalesAreParametersUnderTheFixedPresetsNamesAndShapes) {
 TEST(LsqQConfig, CalibrationInitializesScalesFromMinMaxAndFreezesTheObservers) {
   torch::manual_seed(2);
   const at::Tensor data = torch::randn({33, kIn}) * 3;
-  Net net = calibrated_net(int8_lsq_qat_qconfig(), data);
+  Net net = calibrated_net(int8_learnable_qat_qconfig(), data);
   auto& fc = net->fc;
   EXPECT_FALSE(fc->input_quantizer->observer_enabled());
   EXPECT_FALSE(fc->weight_quantizer->observer_enabled());
@@ -107,7 +107,7 @@ TEST(LsqQConfig, CalibrationInitializesScalesFromMinMaxAndFreezesTheObservers) {
 
 TEST(LsqQConfig, ScaleGradientsEqualLibTorchLearnableFakeQuantOps) {
   torch::manual_seed(3);
-  const QConfig qconfig = int8_lsq_qat_qconfig();
+  const QConfig qconfig = int8_learnable_qat_qconfig();
   // Per tensor (the activation quantizer).
   {
     FakeQuantize fq = qconfig.activation();
@@ -160,7 +160,7 @@ TEST(LsqQConfig, TrainingOnlyTheScalesRepairsACoarseCalibration) {
   // One outlier in the calibration data: the min-max input scale is 40x too coarse.
   at::Tensor calibration = x.clone();
   calibration[0][0] = 120.0;
-  Net net = calibrated_net(int8_lsq_qat_qconfig(), calibration);
+  Net net = calibrated_net(int8_learnable_qat_qconfig(), calibration);
   const at::Tensor target = torch::nn::functional::linear(x, net->fc->weight.detach(),
                                                           net->fc->bias.detach());
   const at::Tensor initial_scale = net->fc->input_quantizer->scale.detach().clone();
@@ -181,7 +181,7 @@ TEST(LsqQConfig, TrainingOnlyTheScalesRepairsACoarseCalibration) {
     clean->fc->weight.copy_(net->fc->weight);
     clean->fc->bias.copy_(net->fc->bias);
   }
-  prepare_qat(*clean, QConfigMapping(int8_lsq_qat_qconfig()));
+  prepare_qat(*clean, QConfigMapping(int8_learnable_qat_qconfig()));
   calibrate(*clean, [&] {
     torch::NoGradGuard no_grad;
     clean->forward(x);
@@ -198,7 +198,7 @@ TEST(LsqQConfig, AdamWOverParametersTrainsScalesAndConvertUsesThem) {
   const at::Tensor x = torch::randn({128, kIn});
   const at::Tensor teacher = torch::randn({kOut, kIn}) * 0.5;
   const at::Tensor target = x.matmul(teacher.t());
-  Net net = calibrated_net(int8_lsq_qat_qconfig(), x);
+  Net net = calibrated_net(int8_learnable_qat_qconfig(), x);
   auto& fc = net->fc;
   const at::Tensor input_scale0 = fc->input_quantizer->scale.detach().clone();
   const at::Tensor weight_scale0 = fc->weight_quantizer->scale.detach().clone();
@@ -251,7 +251,7 @@ TEST(LsqQConfig, AdamWOverParametersTrainsScalesAndConvertUsesThem) {
 TEST(LsqQConfig, SaveLoadRoundTripIsBitExactAndKeepsScalesLearnable) {
   torch::manual_seed(6);
   const at::Tensor x = torch::randn({31, kIn});
-  Net saved = calibrated_net(int8_lsq_qat_qconfig(), x);
+  Net saved = calibrated_net(int8_learnable_qat_qconfig(), x);
   torch::optim::AdamW optimizer(saved->parameters(), torch::optim::AdamWOptions(1e-2));
   for (int step = 0; step < 5; ++step) {
     optimizer.zero_grad();
@@ -262,7 +262,7 @@ TEST(LsqQConfig, SaveLoadRoundTripIsBitExactAndKeepsScalesLearnable) {
   save_state(*saved, path);
   Net loaded;  // fresh float model: the quantizers come from the file's recipes
   load_state(*loaded, path);
-  ASSERT_TRUE(loaded->fc->input_quantizer->learnable());
+  ASSERT_TRUE(loaded->fc->input_quantizer->is_learnable());
   EXPECT_TRUE(is_parameter(*loaded, loaded->fc->input_quantizer->scale));
   EXPECT_TRUE(is_parameter(*loaded, loaded->fc->weight_quantizer->scale));
   const auto a = tensors_of(*saved);
@@ -283,9 +283,9 @@ TEST(LsqQConfig, SaveLoadRoundTripIsBitExactAndKeepsScalesLearnable) {
 TEST(LsqQConfig, QuantMatMulAndQuantConv2dConvertWithTheLearnedScales) {
   torch::manual_seed(7);
   QuantMatMul mm;
-  mm->set_qconfig(int8_lsq_qat_qconfig());
+  mm->set_qconfig(int8_learnable_qat_qconfig());
   QuantConv2d conv(torch::nn::Conv2dOptions(3, 4, 3));
-  conv->set_qconfig(int8_lsq_qat_qconfig());
+  conv->set_qconfig(int8_learnable_qat_qconfig());
   const at::Tensor a = torch::randn({2, 5, 7});
   const at::Tensor b = torch::randn({2, 7, 3});
   const at::Tensor image = torch::randn({2, 3, 9, 9});
@@ -316,7 +316,7 @@ TEST(LsqQConfig, QuantMatMulAndQuantConv2dConvertWithTheLearnedScales) {
 TEST(LsqQConfig, W4A8PresetLearnsInt4ChannelScalesAndConvertsWithThem) {
   torch::manual_seed(8);
   const at::Tensor x = torch::randn({16, kIn});
-  Net net = calibrated_net(w4a8_lsq_qat_qconfig(), x);
+  Net net = calibrated_net(w4a8_learnable_qat_qconfig(), x);
   auto& fc = net->fc;
   const at::Tensor channel_amax = std::get<0>(fc->weight.detach().abs().max(1));
   EXPECT_TRUE(torch::allclose(fc->weight_quantizer->scale.detach(), channel_amax / 7, 1e-6, 0));
@@ -337,7 +337,7 @@ TEST(LsqQConfig, W4A8PresetLearnsInt4ChannelScalesAndConvertsWithThem) {
 TEST(LsqQConfig, NonPositiveScalesAreClampedAndNonFiniteOnesAreErrorsNamingTheQuantizer) {
   torch::manual_seed(9);
   const at::Tensor x = torch::randn({8, kIn});
-  Net net = calibrated_net(int8_lsq_qat_qconfig(), x);
+  Net net = calibrated_net(int8_learnable_qat_qconfig(), x);
   auto& quantizer = net->fc->input_quantizer;
   {
     torch::NoGradGuard no_grad;
@@ -363,7 +363,7 @@ TEST(LsqQConfig, NonPositiveScalesAreClampedAndNonFiniteOnesAreErrorsNamingTheQu
 }
 
 TEST(LsqQConfig, NonFiniteInputsComeOutNaN) {
-  FakeQuantize fq = int8_lsq_qat_qconfig().activation();
+  FakeQuantize fq = int8_learnable_qat_qconfig().activation();
   fq(torch::linspace(-2, 2, 9));
   fq->enable_observer(false);
   const float inf = std::numeric_limits<float>::infinity();
@@ -375,7 +375,7 @@ TEST(LsqQConfig, NonFiniteInputsComeOutNaN) {
 }
 
 TEST(LsqQConfig, ObserverOnReinitializesTheScaleAndCloneKeepsTheLearnedOne) {
-  FakeQuantize fq = int8_lsq_qat_qconfig().activation();
+  FakeQuantize fq = int8_learnable_qat_qconfig().activation();
   fq(torch::linspace(-2, 2, 9));
   fq->enable_observer(false);
   {
@@ -385,7 +385,7 @@ TEST(LsqQConfig, ObserverOnReinitializesTheScaleAndCloneKeepsTheLearnedOne) {
   EXPECT_EQ(fq->update_qparams().scale.item<float>(), 0.5f) << "observer off: learned kept";
   const auto copy = std::dynamic_pointer_cast<FakeQuantizeImpl>(fq->clone());
   ASSERT_NE(copy, nullptr);
-  EXPECT_TRUE(copy->learnable());
+  EXPECT_TRUE(copy->is_learnable());
   EXPECT_EQ(copy->scale.item<float>(), 0.5f);
   EXPECT_TRUE(copy->scale.requires_grad());
   EXPECT_EQ(copy->parameters().size(), 1u);

@@ -70,10 +70,22 @@ if [[ -n "$library" ]]; then
 fi
 
 # The complete programs of the docs.
+# README.md and every page under docs/, at any depth. A program is named after its page's path,
+# unique per page: README.md -> doc_readme_<n>, docs/api.md -> doc_api_<n>,
+# docs/<folder>/<page>.md -> doc_<folder>__<page>_<n>.
 mkdir -p "$work/doc_programs"
-for page in "$root/README.md" "$root"/docs/*.md; do
-  stem="$(basename "$page" .md | tr '[:upper:]' '[:lower:]' | tr -c 'a-z0-9\n' '_')"
-  awk -v out="$work/doc_programs" -v page="${page#"$root"/}" -v stem="$stem" '
+declare -A doc_stems=()
+while IFS= read -r page; do
+  rel="${page#"$root"/}"
+  stem="${rel#docs/}"; stem="${stem%.md}"; stem="${stem//\//__}"
+  stem="$(printf '%s' "$stem" | tr '[:upper:]' '[:lower:]' | tr -c 'a-z0-9_' '_')"
+  if [[ -n "${doc_stems[$stem]:-}" ]]; then
+    echo "package test: FAIL: $rel and ${doc_stems[$stem]} give the same program names" \
+      "(doc_${stem}_N)" >&2
+    exit 1
+  fi
+  doc_stems[$stem]="$rel"
+  awk -v out="$work/doc_programs" -v page="$rel" -v stem="$stem" '
     /^```cpp complete[[:space:]]*$/ && !inside { inside = 1; n++
       file = sprintf("%s/doc_%s_%d.cpp", out, stem, n)
       printf "// %s, line %d\n", page, NR > file; next }
@@ -81,7 +93,7 @@ for page in "$root/README.md" "$root"/docs/*.md; do
     inside { print > file }
     END { if (inside) { print page ": a cpp complete block is never closed" > "/dev/stderr"; exit 1 } }
   ' "$page"
-done
+done < <(echo "$root/README.md"; find "$root/docs" -name '*.md' -type f | LC_ALL=C sort)
 programs=()
 for source in "$work"/doc_programs/*.cpp; do
   [[ -e "$source" ]] && programs+=("$(basename "$source" .cpp)")
@@ -104,6 +116,12 @@ quiet "$work/configure.log" cmake -S "$root/tests/consumer" -B "$work/build" \
   "-DTQUANT_DOC_PROGRAMS=$work/doc_programs" "\${cuda_args[@]}"
 grep -F -- '-- tquant ' "$work/configure.log" || true
 quiet "$work/build.log" cmake --build "$work/build" -j "$jobs"
+# Renamed API: the old spellings still build, with a deprecation warning (tests/consumer/old_names.cpp).
+if ! grep -Eq 'old_names\.cpp:[0-9]+:[0-9]+: warning: .*deprecated' "$work/build.log"; then
+  echo "package test: FAIL: no deprecation warning for tests/consumer/old_names.cpp" >&2
+  exit 1
+fi
+echo "old names: \$(grep -Ec 'old_names\.cpp:[0-9]+:[0-9]+: warning: .*deprecated' "$work/build.log") deprecation warnings"
 echo "where the consumer's program finds libtquant's dependencies:"
 ldd "$work/build/app" | grep -E 'libtquant|libtorch\.so|libc10|cublasLt|cudart' || true
 cd "$work"  # programs that write files write them here

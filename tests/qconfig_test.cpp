@@ -94,9 +94,23 @@ TEST(QConfig, WeightOnlyInt4QuantizesBlocksAlongInputFeatures) {
   EXPECT_TRUE(torch::allclose(qp.scale, block_amax / 7.0));
 }
 
-TEST(QConfig, Int4RejectsNonPositiveBlockSize) {
-  EXPECT_THROW(weight_only_int4_qconfig(0), c10::ValueError);
-  EXPECT_THROW(weight_only_int4_qconfig(-4), c10::ValueError);
+TEST(QConfig, Int4BlockSizeZeroIsPerChannelAndNegativeIsRejected) {
+  // block_size 0 means one scale per output channel in every int4 preset (as w4a8_qconfig(0)).
+  FakeQuantize per_channel = weight_only_int4_qconfig(0).weight();
+  const QuantSpec& spec = per_channel->observer_ref().quant_spec();
+  EXPECT_EQ(spec.dtype(), QuantDtype::kInt4);
+  EXPECT_EQ(spec.granularity(), Granularity::kPerChannel);
+  EXPECT_EQ(spec.axis(), 0);
+  EXPECT_EQ(to_string(spec), to_string(w4a8_qconfig(0).weight()->observer_ref().quant_spec()));
+  torch::manual_seed(0);
+  auto w = torch::randn({3, 17});
+  per_channel(w);
+  EXPECT_TRUE(torch::allclose(per_channel->qparams().scale.reshape({-1}),
+                              w.abs().amax(1) / 7.0));
+  for (int64_t bad : {-1, -4}) {
+    EXPECT_THROW(weight_only_int4_qconfig(bad), c10::ValueError);
+    EXPECT_THROW(w4a8_qconfig(bad), c10::ValueError);
+  }
 }
 
 TEST(QConfig, PresetWeightScaleIsChannelAmaxOver127) {

@@ -293,7 +293,7 @@ TEST(Calibrate, ReportsRangesAndUncalibratedModules) {
   EXPECT_EQ(report.batches, 3);
   EXPECT_EQ(progress_seen, (std::vector<int64_t>{1, 2, 3}));
 
-  const QuantizerReport* weight = report.find("fc1.weight_quantizer");
+  const QuantizerReport* weight = report.find_quantizer("fc1.weight_quantizer");
   ASSERT_NE(weight, nullptr) << report;
   EXPECT_TRUE(weight->calibrated);
   EXPECT_EQ(weight->module, "fc1");
@@ -301,7 +301,7 @@ TEST(Calibrate, ReportsRangesAndUncalibratedModules) {
   const double max_abs_w = net->fc1->weight.abs().max().item<double>();
   EXPECT_NEAR(weight->amax_max, max_abs_w, 1e-6 * max_abs_w);
   EXPECT_LT(weight->scale_min, weight->scale_max);
-  const QuantizerReport* input = report.find("fc1.input_quantizer");
+  const QuantizerReport* input = report.find_quantizer("fc1.input_quantizer");
   ASSERT_NE(input, nullptr);
   EXPECT_TRUE(input->calibrated);
   EXPECT_EQ(input->scale_min, input->scale_max);
@@ -313,7 +313,7 @@ TEST(Calibrate, ReportsRangesAndUncalibratedModules) {
   ASSERT_EQ(report.left_float.size(), 1U);
   EXPECT_EQ(report.left_float[0].name, "unused");
   EXPECT_EQ(report.left_float[0].reason, FloatReason::kNotCalibrated);
-  EXPECT_FALSE(report.find("unused.input_quantizer")->calibrated);
+  EXPECT_FALSE(report.find_quantizer("unused.input_quantizer")->calibrated);
   const std::string text = report.to_string();
   EXPECT_NE(text.find("calibrate: 4 of 6 quantizers calibrated over 3 batches"),
             std::string::npos)
@@ -357,7 +357,7 @@ TEST(SetCalibrationMethod, ChangesScalesWithoutCollectingAgain) {
   EXPECT_TRUE(torch::equal(net->forward(x), y_percentile));
 }
 
-TEST(SetQuantizersEnabled, DisabledModuleIsBitEqualToFloat) {
+TEST(EnableQuantizers, DisabledModuleIsBitEqualToFloat) {
   MemberNet net;
   prepare(*net, static_mapping());
   const auto data = batches(4, 17, 6);
@@ -368,29 +368,29 @@ TEST(SetQuantizersEnabled, DisabledModuleIsBitEqualToFloat) {
   const at::Tensor x = torch::randn({3, 17});
   const at::Tensor y_quant = net->fc1(x);
 
-  EXPECT_EQ(set_quantizers_enabled(*net, "fc1", false), 1);
+  EXPECT_EQ(enable_quantizers(*net, "fc1", false), 1);
   EXPECT_EQ(net->fc1->mode(), QuantMode::kFloat);
   EXPECT_TRUE(torch::equal(net->fc1(x), F::linear(x, net->fc1->weight, net->fc1->bias)));
   EXPECT_EQ(net->fc2->mode(), QuantMode::kFakeQuant);  // others untouched
 
-  EXPECT_EQ(set_quantizers_enabled(*net, "fc1", true), 1);
+  EXPECT_EQ(enable_quantizers(*net, "fc1", true), 1);
   EXPECT_EQ(net->fc1->mode(), QuantMode::kFakeQuant);
   EXPECT_TRUE(torch::equal(net->fc1(x), y_quant));
 
   // Patterns; the never-calibrated "unused" goes back to observe mode.
-  EXPECT_EQ(set_quantizers_enabled(*net, "*", false), 3);
-  EXPECT_EQ(set_quantizers_enabled(*net, "fc*", true), 2);
-  EXPECT_EQ(set_quantizers_enabled(*net, "unused", true), 1);
+  EXPECT_EQ(enable_quantizers(*net, "*", false), 3);
+  EXPECT_EQ(enable_quantizers(*net, "fc*", true), 2);
+  EXPECT_EQ(enable_quantizers(*net, "unused", true), 1);
   EXPECT_EQ(net->unused->mode(), QuantMode::kObserve);
-  EXPECT_NE(error_message([&] { set_quantizers_enabled(*net, "nope", false); })
+  EXPECT_NE(error_message([&] { enable_quantizers(*net, "nope", false); })
                 .find("got no match"),
             std::string::npos);
 }
 
-TEST(SetQuantizersEnabled, DisabledBeforeCalibrationStaysFloat) {
+TEST(EnableQuantizers, DisabledBeforeCalibrationStaysFloat) {
   MemberNet net;
   prepare(*net, static_mapping());
-  set_quantizers_enabled(*net, "fc2", false);
+  enable_quantizers(*net, "fc2", false);
   const auto data = batches(2, 17, 7);
   torch::NoGradGuard no_grad;
   const CalibrationReport report = calibrate(*net, [&] {
@@ -429,9 +429,9 @@ TEST(Calibrate, PresetCanIgnoreNonFiniteCalibrationData) {
   bad[3][0] = std::numeric_limits<float>::quiet_NaN();
   torch::NoGradGuard no_grad;
   const CalibrationReport report = calibrate(*net, [&] { net->forward(bad); });
-  ASSERT_NE(report.find("fc1.input_quantizer"), nullptr) << report;
-  EXPECT_TRUE(report.find("fc1.input_quantizer")->calibrated) << report;
-  EXPECT_TRUE(std::isfinite(report.find("fc1.input_quantizer")->scale_max)) << report;
+  ASSERT_NE(report.find_quantizer("fc1.input_quantizer"), nullptr) << report;
+  EXPECT_TRUE(report.find_quantizer("fc1.input_quantizer")->calibrated) << report;
+  EXPECT_TRUE(std::isfinite(report.find_quantizer("fc1.input_quantizer")->scale_max)) << report;
   EXPECT_EQ(net->fc1->mode(), QuantMode::kFakeQuant);
 }
 
@@ -445,9 +445,9 @@ TEST(Qat, FreezeObserversKeepsRangesInEvalAndEnableObserversLetsThemMove) {
   net->forward(10 * torch::randn({8, 17}));  // eval() alone does not stop the observers
   EXPECT_FALSE(torch::equal(net->fc1->input_quantizer->scale, scale));
 
-  // "unused" never ran, so it has no range: switch it off, or freeze_observers names it.
-  set_quantizers_enabled(*net, "unused", false);
-  EXPECT_EQ(freeze_observers(*net), 6);  // input and weight quantizers of the three modules
+  // "unused" never ran, so it has no range: switch it off, or enable_observers(false) names it.
+  enable_quantizers(*net, "unused", false);
+  EXPECT_EQ(enable_observers(*net, false), 6);  // input and weight quantizers of the three modules
   const at::Tensor frozen = net->fc1->input_quantizer->scale.clone();
   net->forward(100 * torch::randn({8, 17}));
   EXPECT_TRUE(torch::equal(net->fc1->input_quantizer->scale, frozen));
@@ -461,8 +461,8 @@ TEST(Qat, FreezeObserversKeepsRangesInEvalAndEnableObserversLetsThemMove) {
 TEST(Qat, FreezeObserversNamesAQuantizerWithoutRange) {
   MemberNet net;
   prepare_qat(*net, QConfigMapping(int8_qat_qconfig()));  // no step run yet
-  const std::string message = error_message([&] { freeze_observers(*net); });
-  EXPECT_NE(message.find("freeze_observers: fc1.input_quantizer has no scale yet"),
+  const std::string message = error_message([&] { enable_observers(*net, false); });
+  EXPECT_NE(message.find("enable_observers(false): fc1.input_quantizer has no scale yet"),
             std::string::npos)
       << message;
 }
@@ -514,4 +514,38 @@ TEST(Calibrate, SharedGridHistogramsGetARangePassThenACountingPass) {
   EXPECT_EQ(histogram.bin_width.item<double>(), top / 2048);
   EXPECT_EQ(histogram.counts.sum().item<double>(), static_cast<double>(total));
   EXPECT_NE(histogram.describe().find("shared grid"), std::string::npos);
+}
+
+TEST(Prepare, ReportSaysAtOnceWhenDefaultSpecsWillNotConvert) {
+  // QuantSpec defaults to narrow_range(false); the INT8 GEMMs take narrow codes only, so a
+  // QConfig built from default specs simulates but never converts. prepare says so at once.
+  auto quantizer = [](QuantSpec spec) {
+    return fake_quantize_factory(FakeQuantizeOptions(
+        observer_factory<MinMaxObserver>(MinMaxObserverOptions(spec))));
+  };
+  const QConfig default_specs{quantizer(QuantSpec()), quantizer(QuantSpec())};
+  MemberNet net;
+  const PrepareReport report = prepare(*net, QConfigMapping(default_specs));
+  const QuantizedModule* fc1 = report.find_quantized("fc1");
+  ASSERT_NE(fc1, nullptr);
+  EXPECT_NE(fc1->convert_note.find("narrow_range(true)"), std::string::npos) << fc1->convert_note;
+  EXPECT_NE(report.to_string().find("convert will keep simulating"), std::string::npos)
+      << report;
+  EXPECT_NE(report.to_string().find("3 that convert will not lower"), std::string::npos)
+      << report;
+  // ... and convert keeps them simulated, with the same reason.
+  calibrate(*net, [&] { net->forward(torch::randn({4, 17})); });
+  const ConvertReport converted = convert(*net);
+  ASSERT_NE(converted.find_unconverted("fc1"), nullptr) << converted;
+  EXPECT_NE(converted.find_unconverted("fc1")->reason.find("narrow_range(true)"),
+            std::string::npos);
+
+  // The same specs with narrow_range(true), as the presets set it: nothing to say.
+  const QuantSpec narrow = QuantSpec().narrow_range(true);
+  MemberNet preset_like;
+  const PrepareReport fine =
+      prepare(*preset_like, QConfigMapping(QConfig{quantizer(narrow), quantizer(narrow)}));
+  EXPECT_TRUE(fine.find_quantized("fc1")->convert_note.empty());
+  MemberNet preset;
+  EXPECT_TRUE(prepare(*preset, static_mapping()).find_quantized("fc2")->convert_note.empty());
 }

@@ -131,7 +131,7 @@ TEST(Sensitivity, HigherIsBetterRanksTheSame) {
 
 TEST(Sensitivity, PatternGroupsAndDisabledModules) {
   Fixture f;
-  set_quantizers_enabled(*f.net, "fc3", false);
+  enable_quantizers(*f.net, "fc3", false);
   const SensitivityReport report = analyze_sensitivity(
       *f.net, [&] { return f.mse(); }, lower_is_better().groups({"fc1", "fc*"}));
   EXPECT_EQ(report.left_float, std::vector<std::string>{"fc3"});

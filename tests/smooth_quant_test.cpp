@@ -88,7 +88,7 @@ TEST(SmoothQuantFactors, MatchModelOptOnTheGoldenLinear) {
                 layer.factor.eq(1e-4f).any().item<bool>());
     // The module holds the same factors.
     auto* fc = net[0]->as<tquant::QuantLinearImpl>();
-    EXPECT_TRUE(fc->smoothing().equal(layer.factor));
+    EXPECT_TRUE(fc->get_smooth_factor().equal(layer.factor));
   }
 }
 
@@ -154,7 +154,7 @@ TEST(SmoothQuant, SmoothedFloatProductEqualsTheUnsmoothedOne) {
   const at::Tensor x = outlier_input(65, 33, 4);
   torch::NoGradGuard no_grad;
   const at::Tensor reference = torch::nn::functional::linear(x, fc->weight, fc->bias);
-  fc->set_smoothing(torch::rand({33}) * 20 + 0.05);
+  fc->set_smooth_factor(torch::rand({33}) * 20 + 0.05);
   fc->set_mode(QuantMode::kObserve);  // quantizers pass x / s and W * s through unchanged
   const at::Tensor smoothed = fc(x);
   const double tol = kFloatRelTol * reference.abs().max().item<double>();
@@ -221,9 +221,14 @@ TEST(SmoothQuant, AlphaSearchKeepsTheLowestMetricPerLayer) {
   // Smoothed layers wait in observe mode for calibrate.
   EXPECT_EQ(net[0]->as<QuantLinear>()->mode(), QuantMode::kObserve);
 
-  // The default metric (MSE against float) gives finite losses.
-  const auto mse = tquant::smooth_quant(*net, [&] { net->forward(calib); },
-                                        SmoothQuantOptions().alphas({0.0, 0.5, 0.9}));
+  // The default metric (MSE against float) gives finite losses; on_progress sees each layer.
+  std::vector<std::pair<int64_t, int64_t>> progress;
+  const auto mse = tquant::smooth_quant(
+      *net, [&] { net->forward(calib); },
+      SmoothQuantOptions().alphas({0.0, 0.5, 0.9}).on_progress([&](int64_t done, int64_t total) {
+        progress.emplace_back(done, total);
+      }));
+  EXPECT_EQ(progress, (std::vector<std::pair<int64_t, int64_t>>{{1, 2}, {2, 2}}));
   for (const auto& layer : mse.layers) {
     for (const auto& [alpha, loss] : layer.losses) EXPECT_TRUE(std::isfinite(loss)) << alpha;
   }
@@ -301,9 +306,9 @@ TEST(SmoothQuant, ConvertedFileLoadsIntoAFreshFloatModelBitIdentically) {
   tquant::save_state(*block, converted_path);
 
   PostLnBlock fresh;  // float: no quantizers, no smoothing, plain Linear in "head"
-  EXPECT_FALSE(fresh->fc->smoothing().defined());
+  EXPECT_FALSE(fresh->fc->get_smooth_factor().defined());
   tquant::load_state(*fresh, converted_path);
-  EXPECT_TRUE(fresh->fc->smoothing().equal(block->fc->smoothing()));
+  EXPECT_TRUE(fresh->fc->get_smooth_factor().equal(block->fc->get_smooth_factor()));
   EXPECT_TRUE(fresh->forward(x).equal(converted));
 
   PostLnBlock fresh_calibrated;
@@ -323,7 +328,7 @@ TEST(SmoothQuant, ConvertedFileLoadsIntoAFreshFloatModelBitIdentically) {
   EXPECT_NE(refused.find("cannot set SmoothQuant factors of a converted module"),
             std::string::npos)
       << refused;
-  EXPECT_FALSE(other->fc->smoothing().defined());
+  EXPECT_FALSE(other->fc->get_smooth_factor().defined());
   std::remove(calibrated_path.c_str());
   std::remove(converted_path.c_str());
 }
@@ -342,8 +347,8 @@ TEST(SmoothQuant, FactorsLiveInOneBufferThatCloneCarries) {
   torch::NoGradGuard no_grad;
   for (int round = 0; round < 2; ++round) {  // fake-quant, then converted
     auto copy = std::dynamic_pointer_cast<tquant::QuantLinearImpl>(block->fc->clone());
-    ASSERT_TRUE(copy->smoothing().equal(block->fc->smoothing()));
-    EXPECT_NE(copy->smoothing().data_ptr(), block->fc->smoothing().data_ptr());
+    ASSERT_TRUE(copy->get_smooth_factor().equal(block->fc->get_smooth_factor()));
+    EXPECT_NE(copy->get_smooth_factor().data_ptr(), block->fc->get_smooth_factor().data_ptr());
     const at::Tensor h = block->norm(x);
     EXPECT_TRUE(copy->forward(h).equal(block->fc(h))) << "round " << round;
     tquant::convert(*block);
@@ -367,7 +372,7 @@ TEST(SmoothQuant, ConvertedOnGpuMatchesCpu_CUDA) {
       tquant::convert(*net);
       auto gpu = std::dynamic_pointer_cast<tquant::QuantLinearImpl>(net[0]->clone());
       gpu->to(at::Device(at::kCUDA, 0));
-      ASSERT_TRUE(gpu->smoothing().is_cuda());
+      ASSERT_TRUE(gpu->get_smooth_factor().is_cuda());
       const at::Tensor y_cpu = net->forward(x);
       const at::Tensor y_gpu = gpu->forward(x.to(at::kCUDA)).cpu();
       EXPECT_LE(max_abs_diff(y_gpu, y_cpu).item<double>(), 1e-4 * y_cpu.abs().max().item<double>())
@@ -401,12 +406,12 @@ TEST(SmoothQuant, ErrorsNameWhatIsWrong) {
   EXPECT_TRUE(at::isfinite(ignored.layers[0].factor).all().item<bool>());
 
   auto* fc = net[0]->as<QuantLinear>();
-  const std::string shape = tquant::test::error_message([&] { fc->set_smoothing(torch::ones({5})); });
+  const std::string shape = tquant::test::error_message([&] { fc->set_smooth_factor(torch::ones({5})); });
   EXPECT_NE(shape.find("of shape [4]"), std::string::npos) << shape;
   const std::string negative =
-      tquant::test::error_message([&] { fc->set_smoothing(-torch::ones({4})); });
+      tquant::test::error_message([&] { fc->set_smooth_factor(-torch::ones({4})); });
   EXPECT_NE(negative.find("finite SmoothQuant factors > 0"), std::string::npos) << negative;
-  const std::string remove = tquant::test::error_message([&] { fc->set_smoothing({}); });
+  const std::string remove = tquant::test::error_message([&] { fc->set_smooth_factor({}); });
   EXPECT_NE(remove.find("factors of ones"), std::string::npos) << remove;
 }
 

@@ -685,8 +685,9 @@ Qat qat(bert::BertClassifierImpl& model, bert::BertClassifierImpl& teacher,
         const Scenario& scenario,
         const LadderBase& base, const SensitivityAndFallback& fallback,
         bert::DemoResults& results, Clock::time_point start) {
-  for (const auto& group : fallback.float_groups) tquant::set_quantizers_enabled(model, group, true);
-  tquant::freeze_observers(model);  // ranges stay the calibrated ones during QAT and its evaluations
+  for (const auto& group : fallback.float_groups) tquant::enable_quantizers(model, group, true);
+  // Ranges stay the calibrated ones during QAT and its evaluations.
+  tquant::enable_observers(model, false);
   Qat out = qat_lr_grid(model, teacher, options, data, fp32, "QAT", base,
                         fallback.ptq_parameters, scenario.qat_steps, scenario.qat_lrs,
                         /*scale_lr=*/0.0, results);
@@ -707,7 +708,7 @@ Qat qat_lsq(const tquant::QConfigMapping& lsq_mapping, double smooth_alpha, int6
             bert::DemoResults& results) {
   const auto step_start = Clock::now();
   lsq_model = calibrated_copy(lsq_mapping, smooth_alpha, options, data, fp32, choice, nullptr);
-  tquant::freeze_observers(*lsq_model);
+  tquant::enable_observers(*lsq_model, false);
   const bert::EvalResult r = bert::evaluate(*lsq_model, data.validation, options.batch_size,
                                             "QAT LSQ validation", /*keep_embeddings=*/true);
   const LadderBase start{base.label + ", LSQ", r.accuracy, kNaN,
@@ -741,7 +742,7 @@ Converted convert_better_model(bert::BertClassifierImpl& model, const Scenario& 
   if (!use_qat) {
     bert::restore_parameters(model, fallback.ptq_parameters);
     for (const auto& group : fallback.float_groups) {
-      tquant::set_quantizers_enabled(model, group, false);
+      tquant::enable_quantizers(model, group, false);
     }
   }
   const std::string converted_from =

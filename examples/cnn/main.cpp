@@ -190,7 +190,7 @@ int run(const Options& options) {
   tquant::prepare_qat(*qat, tquant::QConfigMapping(tquant::int8_qat_qconfig()));
   fuse_relus(qat, qat_fused);
   train(qat, digits.train, options.qat_epochs, 3e-4);
-  tquant::freeze_observers(*qat);
+  tquant::enable_observers(*qat, false);
   rows.push_back(measure("QAT fake-quant", qat, digits.test));
   const tquant::ConvertReport qat_report = tquant::convert(*qat);
   std::printf("convert (QAT): %zu converted, %zu not\n", qat_report.converted.size(),

@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
     }
     auto env = tquant::process_group_from_env();
     const tquant::DistributedGroup& group = env.group;
-    const int world = group.size();
+    const int world = group.world_size();
     const int rank = group.rank();
     const bool lead = rank == 0;
     auto say = [&](const std::string& text) {

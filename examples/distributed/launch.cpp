@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) throw std::invalid_argument(arg + ": expected a value");
       const std::string value = argv[++i];
       if (arg == "--nproc-per-node") {
-        options.nproc(parse_positive(arg, value));
+        options.nproc_per_node(parse_positive(arg, value));
       } else if (arg == "--threads-per-rank") {
         options.threads_per_rank(parse_positive(arg, value));
       } else if (arg == "--timeout-s") {

@@ -123,7 +123,7 @@ int main() {
   print_rule(64);
   for (const auto& choice : choices) {
     // Switching the method keeps the histogram: nothing is observed again.
-    fc2_input->set_method(choice.method, choice.percentile);
+    fc2_input->set_calibration_method(choice.method, choice.percentile);
     const double amax = fc2_input->compute_amax(choice.method).item<double>();
     auto qp = fc2_input->calculate_qparams();
     const double clipped = (held_out > amax).to(torch::kFloat).mean().item<double>() * 100.0;
@@ -142,7 +142,7 @@ int main() {
     observer->observe(fc1->weight);
     return observer->calculate_qparams();
   };
-  fc2_input->set_method(tquant::CalibrationMethod::kEntropy);
+  fc2_input->set_calibration_method(tquant::CalibrationMethod::kEntropy);
   struct Row {
     std::string tensor, format;
     at::Tensor x;

@@ -60,7 +60,8 @@ struct CudaLibraryVersions {
 CudaLibraryVersions cuda_library_versions();
 
 /// Throws a c10::Error naming both versions and the loaded file when the loaded cuBLASLt cannot
-/// serve the code tquant was compiled for (detail::cublaslt_version_mismatch). The CUDA GEMMs run
+/// serve the code tquant was compiled for (a different major version, or an older one than the
+/// build's). The CUDA GEMMs run
 /// this check once, on their first call. Does nothing without CUDA kernels.
 void check_cublaslt_version();
 
@@ -69,7 +70,8 @@ void check_cublaslt_version();
 constexpr int64_t kInt8GemmMaxK = 131071;
 
 /// cuBLASLt's IMMA regular-ordering kernels need m, k and the leading dimensions to be multiples
-/// of this (research/perf.md, 2.1). Under the TN mapping below that is N and K.
+/// of this (cuBLASLt's documentation of cublasLtMatmul for CUDA_R_8I, regular ordering).
+/// Under the TN mapping below that is N and K.
 constexpr int64_t kInt8GemmDimMultiple = 4;
 
 /// Workspace handed to cuBLASLt (taken from the CUDA caching allocator at each call): 32 MiB,
@@ -102,6 +104,9 @@ constexpr int64_t kInt8GemmPaddedM = 32;
 /// Example:  auto acc = tquant::int8_gemm_cuda(x_q, w_q);   // int32 [M, N]
 at::Tensor int8_gemm_cuda(const at::Tensor& x_q, const at::Tensor& w_q);
 
+/// Code level, unlike the CPU's float-level int8_bmm_cpu (float in, float out; tquant/
+/// int8_attention.h): the float-level CUDA entry point is int8_linear_cuda, and converted
+/// QuantMatMul / QuantAttention compose these on CUDA tensors.
 /// Batched twin for attention matmuls: y[b, M, N] = a_q[b, M, K] * b_q[b, N, K]^T, int32.
 /// One strided-batched cuBLASLt call; same rules as int8_gemm_cuda (N % 4 == 0; K padded).
 /// Example (scores = Q K^T):  auto s = tquant::int8_bmm_cuda(q_codes, k_codes);  // [B*H, S, S]
@@ -190,6 +195,8 @@ constexpr double kCudaDequantF16Tol = 1.0 / 1024;
 /// move y across a rounding boundary).
 constexpr int64_t kCudaRequantGeluCodeTol = 1;
 
+// Internal (tests and the converted modules use it): not part of the API, may change in any
+// release without deprecation.
 namespace detail {
 
 /// n rounded up to a multiple of `multiple` (> 0).

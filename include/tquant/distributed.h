@@ -49,7 +49,9 @@ class DistributedGroup {
                    c10::Device device = c10::kCPU);
 
   int rank() const { return rank_; }
-  int size() const { return size_; }
+  /// Number of ranks in the group (torch.distributed's world size).
+  int world_size() const { return size_; }
+  [[deprecated("use world_size()")]] int size() const { return world_size(); }
   std::chrono::milliseconds timeout() const { return timeout_; }
   c10::Device device() const { return device_; }
 
@@ -211,8 +213,15 @@ using EnvironmentVariables = std::vector<std::pair<std::string, std::string>>;
 
 /// Options of launch_local.
 struct LaunchOptions {
-  /// Number of ranks (processes) on this machine.
-  TORCH_ARG(int, nproc) = 2;
+  /// Number of ranks (processes) on this machine (torchrun's --nproc-per-node).
+  TORCH_ARG(int, nproc_per_node) = 2;
+
+ public:
+  [[deprecated("use nproc_per_node(n)")]] LaunchOptions& nproc(int n) {
+    return nproc_per_node(n);
+  }
+  [[deprecated("use nproc_per_node()")]] int nproc() const { return nproc_per_node(); }
+
   /// Loopback address the store binds and the ranks use as MASTER_ADDR.
   TORCH_ARG(std::string, master_addr) = "127.0.0.1";
   /// Ranks still running after this long are killed (SIGKILL) and reported as timed out.
@@ -232,7 +241,7 @@ struct RankExit {
 };
 
 /// A small torchrun for one machine and tests: binds a TCPStore on master_addr, port 0 (a free
-/// port, bound before any rank starts, so no port race), then starts `argv` nproc times
+/// port, bound before any rank starts, so no port race), then starts `argv` nproc_per_node times
 /// (fork + exec) with RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT
 /// and TORCHELASTIC_USE_AGENT_STORE=True (ranks join this store, as under torchrun), and waits
 /// for all of them. Unlike torchrun it does not stop the others when one fails, so a test can
@@ -240,7 +249,7 @@ struct RankExit {
 ///
 /// Example:
 ///   auto exits = tquant::launch_local({"./program", "--steps", "3"},
-///                                     tquant::LaunchOptions().nproc(2));
+///                                     tquant::LaunchOptions().nproc_per_node(2));
 std::vector<RankExit> launch_local(const std::vector<std::string>& argv,
                                    const LaunchOptions& options = {});
 

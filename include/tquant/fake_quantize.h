@@ -95,13 +95,14 @@ class FakeQuantizeImpl : public torch::nn::Cloneable<FakeQuantizeImpl> {
   /// rounded and clamped to int32 [qmin, qmax], as copies.
   QParams qparams() const;
   /// Whether the scale is a learned parameter (options.learnable()).
-  bool learnable() const { return options.learnable().has_value(); }
+  bool is_learnable() const { return options.learnable().has_value(); }
+  [[deprecated("use is_learnable()")]] bool learnable() const { return is_learnable(); }
   /// The observer as its interface.
   ObserverBase& observer_ref() const;
 
   /// The quantizer's qualified name in its model ("fc1.input_quantizer"), put in front of every
   /// error its forward and update_qparams raise. The passes (prepare, prepare_qat, calibrate,
-  /// convert, load_state, freeze_observers, ...) set it; empty for a quantizer no pass has seen.
+  /// convert, load_state, enable_observers, ...) set it; empty for a quantizer no pass has seen.
   void set_qualified_name(std::string name) { qualified_name_ = std::move(name); }
   const std::string& qualified_name() const { return qualified_name_; }
 
@@ -146,8 +147,8 @@ struct LearnableFakeQuantizeOptions {
 /// Typical use: calibrate with the observer enabled, then disable it and train; the
 /// parameters "scale" and "zero_point" go to the optimizer with the model's other parameters.
 /// It runs the same LSQ code as a FakeQuantize with FakeQuantizeOptions::learnable, which is
-/// what the quantizable modules take through a QConfig (int8_lsq_qat_qconfig); this standalone
-/// module keeps torch.ao's layout: a [1] scale per tensor and a float "zero_point" parameter.
+/// what the quantizable modules take through a QConfig (int8_learnable_qat_qconfig); this
+/// standalone module keeps torch.ao's layout: a [1] scale per tensor and a float "zero_point" parameter.
 class LearnableFakeQuantizeImpl : public torch::nn::Cloneable<LearnableFakeQuantizeImpl> {
  public:
   explicit LearnableFakeQuantizeImpl(LearnableFakeQuantizeOptions options_);

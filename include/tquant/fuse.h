@@ -34,14 +34,18 @@ struct FusedGroup {
   /// the weight) and options.bias() set to true.
   bool bias_added = false;
   BatchNormRemoval batch_norm = BatchNormRemoval::kReplacedByIdentity;
-  /// The group names a ReLU. It is checked and stays a separate module after the conv:
-  /// neither conv type has a fused activation, and ReLU needs no folding to stay exact.
+  /// The group names a ReLU. It is checked and stays a separate module after the conv (ReLU
+  /// needs no folding to stay exact); fuse does not set QuantConv2dImpl::set_fused_relu, which
+  /// a caller may set to run it inside the converted INT8 convolution.
   bool relu = false;
 };
 
-/// What fuse did. The library never prints; print it with operator<<.
+/// What fuse did. fuse prints nothing itself; print the report with operator<<.
 struct FuseReport {
   std::vector<FusedGroup> groups;
+
+  /// The group that names `name` (its conv, batch norm or ReLU), or nullptr.
+  const FusedGroup* find_group(const std::string& name) const;
 
   /// Table (group, conv, bias, batch norm, relu) and a summary line "fuse: 2 groups fused
   /// (1 batch norm replaced by Identity, 1 identity in place)".
@@ -78,7 +82,7 @@ std::ostream& operator<<(std::ostream& stream, const FuseReport& report);
 ///       torch::nn::BatchNorm2d(16), torch::nn::ReLU());
 ///   features->eval();
 ///   tquant::FuseReport report = tquant::fuse(*features, {{"0", "1", "2"}});
-///   std::cout << report;   // features.1 replaced by Identity; conv 0 now has a bias
+///   std::cout << report;   // batch norm "1" replaced by Identity; conv "0" now has a bias
 ///   // then: tquant::prepare(*features, mapping) turns the fused conv into a QuantConv2d
 FuseReport fuse(torch::nn::Module& model, const std::vector<std::vector<std::string>>& groups);
 

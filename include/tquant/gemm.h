@@ -6,12 +6,12 @@
 // kernels would saturate (AVX2, AVX-512 without VNNI). Plain interface: at::Tensor in,
 // at::Tensor out (docs/backends.md).
 
-#include <ATen/core/Tensor.h>
-#include <c10/util/Optional.h>
-
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <ATen/core/Tensor.h>
 
 namespace tquant {
 
@@ -67,11 +67,11 @@ constexpr int64_t kMaxInt8GemmK = 133144;
 /// exactly on this CPU (kOneDnnQLinear or kIntMm without VNNI), is an error; so is K above
 /// kMaxInt8GemmK.
 Int8Weight prepare_int8_weight(const at::Tensor& weight,
-                               c10::optional<Int8GemmPath> path = c10::nullopt);
+                               std::optional<Int8GemmPath> path = std::nullopt);
 /// Same, from int8 codes [N, K] and scales [N] that were computed elsewhere (e.g. by a QAT
 /// weight quantizer with narrow range). Codes must lie in [-127, 127].
 Int8Weight prepare_int8_weight(const at::Tensor& qweight, const at::Tensor& scale,
-                               c10::optional<Int8GemmPath> path = c10::nullopt);
+                               std::optional<Int8GemmPath> path = std::nullopt);
 
 /// Static INT8 Linear, x: float32 [..., K], input_scale: per-tensor symmetric int8 scale s_x > 0.
 ///   q_x = clamp(round(x * (1 / s_x)), -127, 127)            (float32 reciprocal, half-to-even)
@@ -81,9 +81,14 @@ Int8Weight prepare_int8_weight(const at::Tensor& qweight, const at::Tensor& scal
 ///   q_x[m, k] = clamp(round((x[m, k] * mult[k]) * (1 / s_x)), -127, 127)   (float32 products)
 /// gelu: returns GELU(y) (exact, x * Phi(x), as at::gelu), inside the GEMM's epilogue on the
 /// oneDNN path (a oneDNN post-op: no extra pass over y), as at::gelu_ after the _int_mm path.
+///
+/// Example (QuantLinear does this after convert; direct use needs no module):
+///   tquant::Int8Weight w = tquant::prepare_int8_weight(linear->weight);   // once
+///   at::Tensor y  = tquant::int8_linear_static(x, /*input_scale=*/0.02, w, linear->bias);
+///   at::Tensor yd = tquant::int8_linear_dynamic(x, w, linear->bias);      // per-token scales
 at::Tensor int8_linear_static(const at::Tensor& x, double input_scale, const Int8Weight& weight,
-                              const c10::optional<at::Tensor>& bias = c10::nullopt,
-                              const c10::optional<at::Tensor>& input_multiplier = c10::nullopt,
+                              const std::optional<at::Tensor>& bias = std::nullopt,
+                              const std::optional<at::Tensor>& input_multiplier = std::nullopt,
                               bool gelu = false);
 
 /// Dynamic INT8 Linear: per-token (per-row of x viewed as [M, K]) symmetric scales computed at
@@ -91,24 +96,40 @@ at::Tensor int8_linear_static(const at::Tensor& x, double input_scale, const Int
 /// With input_multiplier, x[m, k] * mult[k] replaces x[m, k] in both (one pass per row for the
 /// maximum, one for the codes, as without it).
 at::Tensor int8_linear_dynamic(const at::Tensor& x, const Int8Weight& weight,
-                               const c10::optional<at::Tensor>& bias = c10::nullopt,
-                               const c10::optional<at::Tensor>& input_multiplier = c10::nullopt);
+                               const std::optional<at::Tensor>& bias = std::nullopt,
+                               const std::optional<at::Tensor>& input_multiplier = std::nullopt);
+
+/// The whole INT8 Linear on the CPU with the contract of int8_linear_cuda (tquant/cuda_int8.h):
+/// static per-tensor when input_scale is set (int8_linear_static), dynamic per-token when it is
+/// nullopt (int8_linear_dynamic, GELU applied after it); argument order (x, input_scale, weight,
+/// bias, gelu) as on CUDA. Float in, float out; the codes stay inside. The weight is the
+/// prepacked Int8Weight, where CUDA takes codes and scales (cuBLASLt needs no prepacking).
+///
+/// Example:
+///   at::Tensor y = tquant::int8_linear_cpu(x, /*input_scale=*/0.02, w, bias);   // static
+///   at::Tensor yd = tquant::int8_linear_cpu(x, std::nullopt, w, bias);         // per token
+at::Tensor int8_linear_cpu(const at::Tensor& x, std::optional<double> input_scale,
+                           const Int8Weight& weight,
+                           const std::optional<at::Tensor>& bias = std::nullopt,
+                           bool gelu = false);
 
 /// Reference twins: plain torch ops, int32 accumulators computed exactly (int64 matmul), scales
 /// applied in float64 and rounded once to float32. The library paths round in float32 inside the
 /// GEMM epilogue, so they agree to kInt8LinearRelTol relative to max |y| (tests).
 at::Tensor int8_linear_static_ref(const at::Tensor& x, double input_scale, const Int8Weight& weight,
-                                  const c10::optional<at::Tensor>& bias = c10::nullopt,
-                                  const c10::optional<at::Tensor>& input_multiplier = c10::nullopt,
+                                  const std::optional<at::Tensor>& bias = std::nullopt,
+                                  const std::optional<at::Tensor>& input_multiplier = std::nullopt,
                                   bool gelu = false);
 at::Tensor int8_linear_dynamic_ref(const at::Tensor& x, const Int8Weight& weight,
-                                   const c10::optional<at::Tensor>& bias = c10::nullopt,
-                                   const c10::optional<at::Tensor>& input_multiplier = c10::nullopt);
+                                   const std::optional<at::Tensor>& bias = std::nullopt,
+                                   const std::optional<at::Tensor>& input_multiplier = std::nullopt);
 
 /// Relative tolerance between a library path and its reference: a few float32 roundings of the
 /// epilogue (acc -> float, * s_w, * s_x, + bias), each <= 2^-24 relative.
 constexpr double kInt8LinearRelTol = 1e-5;
 
+// Internal (the converted modules and the tests use it): not part of the API, may change in any
+// release without deprecation.
 namespace detail {
 
 /// Whether oneDNN's int8 kernels sum exactly in this process: cpu_features().onednn_int8_exact,
@@ -129,7 +150,7 @@ std::pair<at::Tensor, at::Tensor> quantize_per_token_int8_ref(const at::Tensor& 
 /// acc = q_x [M, K] int8 times q_w^T. With x_scale = 1 and w_scale = 1 and |acc| < 2^24 the
 /// result is the exact integer accumulator (used by the tests).
 at::Tensor int8_gemm_dequant(const at::Tensor& qx, double x_scale, const Int8Weight& weight,
-                             const at::Tensor& w_scale, const c10::optional<at::Tensor>& bias);
+                             const at::Tensor& w_scale, const std::optional<at::Tensor>& bias);
 
 }  // namespace detail
 

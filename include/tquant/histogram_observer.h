@@ -1,5 +1,6 @@
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "tquant/histogram_search.h"
@@ -50,7 +51,7 @@ struct HistogramObserverOptions {
 
 /// Histogram of |x| (per tensor or per channel) from which max, percentile, entropy or MSE
 /// choose the clipping range amax. The method can be changed after calibration
-/// (set_method) without observing again, so one pass of data serves every method.
+/// (set_calibration_method) without observing again, so one pass of data serves every method.
 ///
 /// Symmetric specs use [-amax, amax]. Affine specs use the observed [min, max] clipped to
 /// [-amax, amax], so a one-sided activation (after ReLU or GELU) keeps its sign information.
@@ -66,7 +67,7 @@ struct HistogramObserverOptions {
 /// Example:
 ///   tquant::HistogramObserver observer;
 ///   for (auto& batch : batches) observer->observe(batch);
-///   observer->set_method(tquant::CalibrationMethod::kEntropy);
+///   observer->set_calibration_method(tquant::CalibrationMethod::kEntropy);
 ///   tquant::QParams qp = observer->calculate_qparams();
 ///
 /// With a shared grid (HistogramGrid::kShared) the data are observed twice:
@@ -101,9 +102,18 @@ class HistogramObserverImpl : public torch::nn::Cloneable<HistogramObserverImpl>
   /// awaiting_grid().
   void fix_grid();
 
-  /// Chooses how amax is computed from now on; the histogram is kept.
-  void set_method(CalibrationMethod method);
-  void set_method(CalibrationMethod method, double percentile);
+  /// Chooses how amax is computed from now on (and, when given, the percentile kPercentile
+  /// uses, 0..100; otherwise options.search().percentile() stays); the histogram is kept. The
+  /// model-wide form is tquant::set_calibration_method(model, method, percentile).
+  void set_calibration_method(CalibrationMethod method,
+                              std::optional<double> percentile = std::nullopt);
+  [[deprecated("use set_calibration_method(method)")]] void set_method(CalibrationMethod method) {
+    set_calibration_method(method);
+  }
+  [[deprecated("use set_calibration_method(method, percentile)")]] void set_method(
+      CalibrationMethod method, double percentile) {
+    set_calibration_method(method, percentile);
+  }
 
   /// amax by `method` (0-dim for per-tensor, [C] for per-channel), float32.
   at::Tensor compute_amax(CalibrationMethod method) const;

@@ -73,7 +73,15 @@ double steps_per_amax(const QuantSpec& spec);
 int64_t entropy_levels(const QuantSpec& spec);
 
 /// amax by `method` from one histogram. kMax is not a histogram method: pass `abs_max`, the
-/// exact largest |x| seen, which is returned for kMax.
+/// exact largest |x| seen, which is returned for kMax. HistogramObserver calls it; use it
+/// directly on a histogram of your own.
+///
+/// Example:
+///   std::vector<double> counts = ...;   // 2048 bins of |x|, width w
+///   tquant::HistogramView hist{counts.data(), 2048, w};
+///   double amax = tquant::search_amax(hist, tquant::CalibrationMethod::kPercentile,
+///                                     tquant::RangeSearchOptions().percentile(99.9),
+///                                     tquant::int8_per_tensor_activation_spec(), max_abs_x);
 double search_amax(const HistogramView& hist, CalibrationMethod method,
                    const RangeSearchOptions& options, const QuantSpec& spec, double abs_max);
 

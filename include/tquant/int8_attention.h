@@ -42,7 +42,12 @@ struct AttentionScales {
 /// mode, as LibTorch's SDPA gives on CPU; a NaN or +inf score (e.g. +inf in an additive mask)
 /// makes its row NaN. attn_mask must be on the CPU. D must be > 0; other empty dimensions give
 /// empty or zero outputs (Lk = 0: no key, output 0). D and Lk are at most kMaxInt8GemmK
-/// (tquant/gemm.h).
+/// (tquant/gemm.h). QuantAttention calls it once converted.
+///
+/// Example:
+///   tquant::AttentionScales scales{/*query=*/0.05, /*key=*/0.05, /*probs=*/1.0 / 127,
+///                                  /*value=*/0.04};
+///   at::Tensor out = tquant::int8_attention_cpu(q, k, v, /*attn_mask=*/{}, scales);
 at::Tensor int8_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               const at::Tensor& attn_mask, const AttentionScales& scales,
                               double softmax_scale = 0.0);
@@ -59,6 +64,9 @@ at::Tensor int8_attention_ref(const at::Tensor& q, const at::Tensor& k, const at
 /// float16; batch dimensions broadcast as in at::matmul, both at least 2-D)
 ///   out = (code(a) . code(b)) * (s_a * s_b)      exact int32 sums, one float32 rounding
 /// in a's dtype. A non-finite element of a makes its output row NaN, of b its output column NaN.
+///
+/// Example:
+///   at::Tensor scores = tquant::int8_bmm_cpu(q, k.transpose(-2, -1), s_q, s_k);
 at::Tensor int8_bmm_cpu(const at::Tensor& a, const at::Tensor& b, double a_scale,
                         double b_scale);
 

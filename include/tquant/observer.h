@@ -72,6 +72,9 @@ struct MinMaxObserverOptions {
   TORCH_ARG(NonFinitePolicy, non_finite) = NonFinitePolicy::kError;
 };
 
+// Internal: the shared implementation of the four min-max observers (their base class, so it
+// must be visible here). Use the observers and ObserverBase; detail:: may change in any
+// release without deprecation.
 namespace detail {
 
 /// Min-max statistics for any granularity; the four public observers below only choose

@@ -94,7 +94,7 @@ struct PresetOptions {
 ///   activation: HistogramObserver, int8_per_tensor_activation_spec(), percentile method with
 ///               NVIDIA's default percentile 99.99: amax is the left edge of the histogram bin
 ///               where the cumulative count of |x| reaches 99.99 %. The method can be changed
-///               after calibration with HistogramObserver::set_method.
+///               after calibration with set_calibration_method.
 /// Gradients: clipped straight-through (GradientMode::kSteClipped).
 QConfig int8_static_qconfig(const PresetOptions& options = {});
 
@@ -117,10 +117,13 @@ QConfig int8_dynamic_qconfig(const PresetOptions& options = {});
 ///   weight: PerChannelMinMaxObserver, int8_per_channel_weight_spec() (axis 0).
 QConfig weight_only_int8_qconfig(const PresetOptions& options = {});
 
-/// Weight-only int4 in blocks (as AWQ / GPTQ style int4 weights): activations stay floating
-/// point;
-///   weight: MinMaxObserver, int4_per_block_weight_spec(block_size) (axis 1, the input dim).
-/// Throws if block_size < 1.
+/// Weight-only int4 (the storage layout AWQ / GPTQ int4 weights use; the scales here come from
+/// min-max, there is no AWQ or GPTQ search): activations stay floating point;
+///   block_size  > 0: weight MinMaxObserver, int4_per_block_weight_spec(block_size) (axis 1, the
+///                    input dim; in_features must be a multiple of block_size);
+///   block_size == 0: one scale per output channel, PerChannelMinMaxObserver,
+///                    int4_per_channel_weight_spec() (as w4a8_qconfig(0)).
+/// convert() gives "weight_only:block=B" or "weight_only". Throws if block_size < 0.
 QConfig weight_only_int4_qconfig(int64_t block_size = 128,
                                   const PresetOptions& options = {});
 
@@ -171,15 +174,24 @@ QConfig w4a8_qat_qconfig(int64_t block_size = 0, const PresetOptions& options = 
 /// convert() uses the learned scales. docs/qat.md has the recipe.
 ///
 /// Example:
-///   tquant::prepare_qat(model, tquant::QConfigMapping(tquant::int8_lsq_qat_qconfig()));
+///   tquant::prepare_qat(model, tquant::QConfigMapping(tquant::int8_learnable_qat_qconfig()));
 ///   tquant::calibrate(model, [&] { for (auto& x : calibration) model->forward(x); });
 ///   torch::optim::AdamW optimizer(model->parameters(), ...);  // trains weights and scales
-QConfig int8_lsq_qat_qconfig(const PresetOptions& options = {});
+QConfig int8_learnable_qat_qconfig(const PresetOptions& options = {});
 
-/// W4A8 with learned scales: activations as int8_lsq_qat_qconfig, weights int4 with one
+/// W4A8 with learned scales: activations as int8_learnable_qat_qconfig, weights int4 with one
 /// learned scale per output channel (PerChannelMinMaxObserver, int4_per_channel_weight_spec(),
 /// initialized to amax_c / 7). convert() gives the scheme "w4a8" with the learned scales.
-QConfig w4a8_lsq_qat_qconfig(const PresetOptions& options = {});
+QConfig w4a8_learnable_qat_qconfig(const PresetOptions& options = {});
+
+[[deprecated("use int8_learnable_qat_qconfig")]] inline QConfig int8_lsq_qat_qconfig(
+    const PresetOptions& options = {}) {
+  return int8_learnable_qat_qconfig(options);
+}
+[[deprecated("use w4a8_learnable_qat_qconfig")]] inline QConfig w4a8_lsq_qat_qconfig(
+    const PresetOptions& options = {}) {
+  return w4a8_learnable_qat_qconfig(options);
+}
 
 // ---- end LSQ ---------------------------------------------------------------------------------
 

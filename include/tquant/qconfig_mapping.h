@@ -18,6 +18,12 @@ bool module_name_matches(const std::string& pattern, const std::string& name);
 
 /// True when `pattern` matches `name` or one of its ancestors ("a.b" and "a" for "a.b.c"), so a
 /// rule given for a parent covers everything under it.
+///
+/// The one rule for every module-name pattern in tquant: a pattern applies to each module it
+/// matches and to everything under it. skip, enable_quantizers and the groups of
+/// analyze_sensitivity test this function; QConfigMapping's name rules and patterns reach the
+/// same modules through inheritance (a module without a rule of its own takes its nearest
+/// ancestor's, see QConfigMapping), where a more specific rule further down may override them.
 bool module_name_or_ancestor_matches(const std::string& pattern, const std::string& name);
 
 /// Type names a mapping rule can use for `module`: for a tquant module its quant_type_name()
@@ -90,7 +96,8 @@ class QConfigMapping {
   /// Rule for one module by its exact qualified name (no '*'; use set_module_name_pattern).
   QConfigMapping& set_module_name(const std::string& name, QConfig qconfig);
   /// Rule for every module whose qualified name matches `pattern` ('*' matches anything,
-  /// dots included).
+  /// dots included), and, by inheritance, for the modules under it that have no rule of their
+  /// own (the pattern rule of module_name_or_ancestor_matches).
   QConfigMapping& set_module_name_pattern(const std::string& pattern, QConfig qconfig);
   /// Rule by type: a tquant type name ("QuantLinear", "QuantConv2d", ...) or a LibTorch type
   /// name as torch_type_name() gives it ("torch::nn::Linear", or a user type "MyBlock").

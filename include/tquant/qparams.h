@@ -37,6 +37,11 @@ struct QParams {
 ///              clamped to [qmin, qmax];
 ///   scale = max(scale, eps), so an all-zero range gives scale eps instead of 0 or NaN.
 /// min_val and max_val must have the shape the granularity asks for (see QParams).
+///
+/// Example (per-tensor int8 from a tensor's range):
+///   auto [lo, hi] = tquant::reduce_min_max(x, spec);
+///   tquant::QParams qp = tquant::calculate_qparams(lo, hi, spec);
+///   at::Tensor q = tquant::quantize(x, qp);   // tquant/functional.h
 QParams calculate_qparams(const at::Tensor& min_val, const at::Tensor& max_val,
                           const QuantSpec& spec, double eps = kDefaultScaleEps);
 

@@ -19,14 +19,15 @@ namespace tquant {
 ///   - every tquant module (anything implementing Quantizable: QuantLinear, ...) that the mapping
 ///     selects gets set_qconfig(config) and set_mode(QuantMode::kObserve); one that the mapping
 ///     does not select (or skips) is set to QuantMode::kFloat;
-///   - inside torch::nn::Sequential, ModuleList and ModuleDict, a plain torch::nn::Linear that
-///     the mapping selects is replaced by QuantLinearImpl::from_float(linear) (weights copied)
-///     in both the container's own list, which its forward iterates, and its module registry,
-///     which named_modules() and state_dict use; type rules may name it "QuantLinear" or
-///     "torch::nn::Linear". An entry also referenced from outside the container (a member
-///     field, a second container, a handle the caller keeps) is not replaced and is reported
-///     (FloatReason::kContainerNotUpdated): swapping only one of the references would leave the
-///     other running float;
+///   - inside torch::nn::Sequential, ModuleList and ModuleDict, a plain torch::nn::Linear,
+///     Conv2d or Embedding that the mapping selects is replaced by its tquant twin
+///     (QuantLinear, QuantConv2d, QuantEmbedding; from_float, weights copied) in both the
+///     container's own list, which its forward iterates, and its module registry, which
+///     named_modules() and state_dict use; type rules may name it by either type
+///     ("QuantLinear" or "torch::nn::Linear"). An entry also referenced from outside the
+///     container (a member field, a second container, a handle the caller keeps) is not
+///     replaced and is reported (FloatReason::kContainerNotUpdated): swapping only one of the
+///     references would leave the other running float;
 ///   - a plain torch Linear / Conv2d / Embedding in a custom module's member field cannot be
 ///     reached (the parent calls it through the field): it is reported by name as
 ///     FloatReason::kUnreachable. Declare the field as the tquant type instead.
@@ -62,7 +63,8 @@ PrepareReport prepare(torch::nn::Module& model, const QConfigMapping& mapping);
 PrepareReport prepare_qat(torch::nn::Module& model, const QConfigMapping& mapping);
 
 /// Counts calibration batches for the report and passes them on to an optional callback.
-/// The forward loop calls step() after each batch; the library never prints.
+/// The forward loop calls step() after each batch; calibrate prints nothing itself (warnings go
+/// through TORCH_WARN, to stderr by default), so progress output is the callback's to write.
 ///
 /// Example:
 ///   tquant::calibrate(*net, [&](tquant::CalibrationProgress& progress) {
@@ -86,7 +88,7 @@ class CalibrationProgress {
 ///
 ///   1. every prepared module (a tquant module with a QConfig whose mode is not kFloat) has its
 ///      observers' statistics reset and goes to QuantMode::kObserve; modules in kFloat
-///      (disabled with set_quantizers_enabled, or not selected) are left alone;
+///      (disabled with enable_quantizers, or not selected) are left alone;
 ///   2. forward_loop runs (the caller's batches, typically under torch::NoGradGuard and
 ///      model->eval());
 ///   3. if a quantizer holds a shared-grid HistogramObserver (HistogramGrid::kShared, e.g.
@@ -127,9 +129,13 @@ CalibrationReport calibrate(torch::nn::Module& model,
 /// (a typo would otherwise silently change nothing).
 ///
 /// Example (sensitivity check: run layer 3 in float):
-///   tquant::set_quantizers_enabled(*net, "encoder.layer.3.*", false);
-int64_t set_quantizers_enabled(torch::nn::Module& model, const std::string& pattern,
-                               bool enabled);
+///   tquant::enable_quantizers(*net, "encoder.layer.3.*", false);
+int64_t enable_quantizers(torch::nn::Module& model, const std::string& pattern, bool enabled);
+
+[[deprecated("use enable_quantizers(model, pattern, enabled)")]] inline int64_t
+set_quantizers_enabled(torch::nn::Module& model, const std::string& pattern, bool enabled) {
+  return enable_quantizers(model, pattern, enabled);
+}
 
 /// Switches every HistogramObserver of the model's quantizers to `method` (and `percentile`
 /// for kPercentile, when given) and, for each quantizer that has data and parameters, recomputes
@@ -145,34 +151,38 @@ int64_t set_quantizers_enabled(torch::nn::Module& model, const std::string& patt
 int64_t set_calibration_method(torch::nn::Module& model, CalibrationMethod method,
                                std::optional<double> percentile = std::nullopt);
 
-/// Stops the observers of every quantizer in the model (torch.ao's
-/// `model.apply(torch.ao.quantization.disable_observer)`): scale and zero point stay where they
-/// are and fake quantization goes on, so evaluation and the last QAT epochs run with fixed
-/// ranges. Quantizers that compute their parameters per call (dynamic per-token) are counted
-/// too. Returns the number of quantizers; throws if the model has none, or if a quantizer in
-/// fake-quant use has no parameters yet (it saw no data: run a training step or calibrate
-/// first; the error names it).
+/// Switches the observers of the model's quantizers off or on (torch.ao's `disable_observer` /
+/// `enable_observer`, as FakeQuantizeImpl::enable_observer(bool) does for one quantizer).
+///
+/// enabled = false: stops the observers of every quantizer in the model: scale and zero point
+/// stay where they are and fake quantization goes on, so evaluation and the last QAT epochs run
+/// with fixed ranges. Quantizers that compute their parameters per call (dynamic per-token) are
+/// counted too. Throws if a quantizer in fake-quant use has no parameters yet (it saw no data:
+/// run a training step or calibrate first; the error names it).
+///
+/// enabled = true: turns the observers of every quantizer of a prepared module in fake-quant
+/// mode back on: each forward records the data again and refreshes scale and zero point.
+/// Modules in observe mode observe anyway, float and converted ones are left alone.
+///
+/// Returns the number of quantizers switched; throws if there is none.
 ///
 /// The rule in QAT: `eval()` / `train()` change nothing in the quantizers (as in torch.ao);
 /// observers of modules in QuantMode::kFakeQuant that started without data update the ranges
-/// at every forward, in training and in evaluation alike, until freeze_observers.
+/// at every forward, in training and in evaluation alike, until enable_observers(model, false).
 ///
 /// Example:
 ///   tquant::prepare_qat(*net, tquant::QConfigMapping(tquant::int8_qat_qconfig()));
 ///   train_one_epoch(*net);
-///   tquant::freeze_observers(*net);   // ranges fixed from here on
+///   tquant::enable_observers(*net, false);   // ranges fixed from here on
 ///   net->eval();
 ///   evaluate(*net);
-int64_t freeze_observers(torch::nn::Module& model);
+///   tquant::enable_observers(*net);          // let the ranges follow the data again
+int64_t enable_observers(torch::nn::Module& model, bool enabled = true);
 
-/// Turns the observers of every quantizer of a prepared module in fake-quant mode back on
-/// (torch.ao's `enable_observer`): each forward records the data again and refreshes scale and
-/// zero point. Modules in observe mode observe anyway, float and converted ones are left
-/// alone. Returns the number of quantizers switched on; throws if there is none.
-///
-/// Example:
-///   tquant::enable_observers(*net);   // let the ranges follow the data again
-int64_t enable_observers(torch::nn::Module& model);
+[[deprecated("use enable_observers(model, false)")]] inline int64_t freeze_observers(
+    torch::nn::Module& model) {
+  return enable_observers(model, false);
+}
 
 /// Lowers a calibrated (or QAT-trained) model to integer execution, in place.
 ///
@@ -182,9 +192,12 @@ int64_t enable_observers(torch::nn::Module& model);
 ///   QuantLinear    int8_static / int8_dynamic: an INT8 GEMM (gemm.h: oneDNN qlinear or
 ///                  _int_mm) with input quantization and output dequantization fused around it;
 ///                  weight_only: codes dequantized per call, then a float GEMM;
+///                  w4a8 (per output channel): int4 weight codes on the INT8 GEMM;
+///                  w4a8:block=B: one INT8 GEMM per block of B input features;
 ///   QuantConv2d    int8_static (int8_static+relu with a fused ReLU): oneDNN's INT8
 ///                  convolution on CPU;
 ///   QuantMatMul    int8_static: both operands rounded to int8 codes, exact integer product;
+///   QuantAttention int8_static: fused INT8 attention (QK^T, softmax, PV on int8 codes);
 ///   QuantEmbedding weight_only: codes gathered and dequantized per lookup.
 /// The converted output equals the fake-quant simulation up to float32 rounding (tests check
 /// within one output quantization step). A module whose scheme has no integer kernel

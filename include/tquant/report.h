@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -8,6 +9,11 @@
 #include "tquant/nn/quant_mode.h"
 
 namespace tquant {
+
+/// How a pass reports progress: called with (steps done, steps in all) after each step. Passes
+/// take it as the option `on_progress` (SensitivityOptions, SmoothQuantOptions). calibrate,
+/// whose total is the caller's loop, counts batches with CalibrationProgress instead.
+using ProgressCallback = std::function<void(int64_t done, int64_t total)>;
 
 /// Why a module runs in floating point after a pass.
 ///   kNotSelected:         the QConfigMapping gives it no config (no rule, no global);
@@ -17,12 +23,12 @@ namespace tquant {
 ///                         that field, so prepare cannot swap it (declare the field as the tquant
 ///                         type instead);
 ///   kNoTwin:              a torch module with no tquant twin that prepare can build (ReLU,
-///                         LayerNorm, ...; or a twin not wired into prepare yet);
+///                         LayerNorm, ...);
 ///   kContainerNotUpdated: a plain module inside Sequential / ModuleList / ModuleDict that prepare
 ///                         did not replace because it is also referenced elsewhere (a member
 ///                         field, another container, a handle the caller keeps): replacing only
 ///                         the container's entry would leave that reference running float;
-///   kDisabled:            a prepared module switched to float (set_quantizers_enabled(false)
+///   kDisabled:            a prepared module switched to float (enable_quantizers(..., false)
 ///                         or set_mode(kFloat));
 ///   kNotCalibrated:       a prepared module whose quantizers saw no data during calibrate (the
 ///                         forward loop never reached it).
@@ -57,6 +63,9 @@ struct QuantizedModule {
   std::string scheme;
   /// Which mapping rule chose the config: "global", "pattern 'encoder.*'", ...
   std::string rule;
+  /// Empty when convert can lower the module; otherwise why it will keep simulating
+  /// (Quantizable::convert_note), e.g. a weight spec without narrow_range(true).
+  std::string convert_note;
 };
 
 /// A plain torch module inside a container replaced by its tquant twin.
@@ -66,7 +75,8 @@ struct ReplacedModule {
   std::string to;    ///< "QuantLinear"
 };
 
-/// What prepare / prepare_qat did. The library never prints; print it with operator<<.
+/// What prepare / prepare_qat did. Passes return reports and print nothing themselves (warnings
+/// go through TORCH_WARN, to stderr by default); print it with operator<<.
 ///
 /// Example:
 ///   tquant::PrepareReport report = tquant::prepare(*model, mapping);
@@ -77,7 +87,8 @@ struct PrepareReport {
   std::vector<ReplacedModule> replaced;
   std::vector<FloatModule> left_float;
 
-  /// The entry named `name`, or nullptr.
+  /// The entry named `name`, or nullptr. Every report's lookups are find_<entry kind> and
+  /// return a pointer into the report, or nullptr.
   const QuantizedModule* find_quantized(const std::string& name) const;
   const FloatModule* find_float(const std::string& name) const;
   std::vector<FloatModule> left_float_with(FloatReason reason) const;
@@ -110,7 +121,12 @@ struct CalibrationReport {
   /// Batches the forward loop reported through CalibrationProgress::step (0 if it never did).
   int64_t batches = 0;
 
-  const QuantizerReport* find(const std::string& quantizer_name) const;
+  /// The quantizer named `quantizer_name` ("encoder.fc1.input_quantizer"), or nullptr.
+  const QuantizerReport* find_quantizer(const std::string& quantizer_name) const;
+  [[deprecated("use find_quantizer()")]] const QuantizerReport* find(
+      const std::string& quantizer_name) const {
+    return find_quantizer(quantizer_name);
+  }
 
   /// Table (quantizer, spec, scale range, amax range, observer) plus a summary line.
   std::string to_string() const;
@@ -150,6 +166,8 @@ struct ConvertReport {
 
   const ConvertedModule* find_converted(const std::string& name) const;
   const UnconvertedModule* find_unconverted(const std::string& name) const;
+  /// An entry of left_float, or nullptr.
+  const FloatModule* find_float(const std::string& name) const;
 
   /// Tables plus a summary line: "convert: 12 converted, 2 kept fake-quant (simulated),
   /// 1 disabled float, ..." ("convert: 0 converted, 12 already converted, ..." the second time).

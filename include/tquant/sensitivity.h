@@ -9,6 +9,8 @@
 #include <torch/arg.h>
 #include <torch/nn/module.h>
 
+#include "tquant/report.h"
+
 namespace tquant {
 
 /// What analyze_sensitivity ranks groups by (most sensitive first).
@@ -33,14 +35,14 @@ std::string to_string(SensitivityRanking ranking);
 ///                      .higher_is_better(false);   // the metric is a loss
 struct SensitivityOptions {
   /// Name patterns ('*' wildcards, matched against a module's qualified name or an ancestor's,
-  /// as set_quantizers_enabled does); each pattern is one group. Empty: one group per
+  /// as enable_quantizers does); each pattern is one group. Empty: one group per
   /// quantized module, named after it.
   TORCH_ARG(std::vector<std::string>, groups) = {};
   /// True for accuracy-like metrics; false for losses and errors.
   TORCH_ARG(bool, higher_is_better) = true;
   TORCH_ARG(SensitivityRanking, ranking) = SensitivityRanking::kRecoveryWhenFloat;
   /// Called after each metric evaluation with (evaluations done, evaluations in all).
-  TORCH_ARG(std::function<void(int64_t, int64_t)>, on_progress) = {};
+  TORCH_ARG(ProgressCallback, on_progress) = {};
 };
 
 /// One group's measurements. "Loss" below is how much worse than the float model a metric
@@ -72,7 +74,11 @@ struct SensitivityReport {
 
   /// Loss of a metric value (see GroupSensitivity), positive = worse than float.
   double loss(double metric) const;
-  const GroupSensitivity* find(const std::string& group) const;
+  /// The group named `group` (its pattern, or the module name for default groups), or nullptr.
+  const GroupSensitivity* find_group(const std::string& group) const;
+  [[deprecated("use find_group()")]] const GroupSensitivity* find(const std::string& group) const {
+    return find_group(group);
+  }
   /// Table (rank, group, number of modules, metric with only the group quantized, its drop,
   /// metric with only the group float, its recovery) and a summary line.
   std::string to_string() const;
@@ -85,7 +91,7 @@ struct SensitivityReport {
 ///   2. for each group: only that group quantized (the rest float), then only that group float
 ///      (the rest quantized).
 /// Switching uses Quantizable::set_mode (kFloat, or kFakeQuant with the calibrated ranges
-/// frozen again from the kept statistics, as set_quantizers_enabled does). Modules that were in
+/// frozen again from the kept statistics, as enable_quantizers does). Modules that were in
 /// float before (disabled or not calibrated) stay float throughout and are listed in
 /// left_float.
 ///

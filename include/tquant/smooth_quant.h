@@ -15,6 +15,7 @@
 #include <torch/nn/module.h>
 
 #include "tquant/observer.h"
+#include "tquant/report.h"
 
 namespace tquant {
 
@@ -74,6 +75,8 @@ struct SmoothQuantOptions {
   /// NaN / Inf in a layer's calibration input: kError throws naming the layer; kIgnore leaves
   /// those values out of max |x| (with a warning).
   TORCH_ARG(NonFinitePolicy, non_finite) = NonFinitePolicy::kError;
+  /// Called after each layer's factors are set with (layers done, layers in all).
+  TORCH_ARG(ProgressCallback, on_progress) = {};
 };
 
 /// What smooth_quant did to one layer.
@@ -82,7 +85,8 @@ struct SmoothedLayer {
   double alpha = 0.0;
   /// (alpha, loss) of every candidate when searched; empty otherwise.
   std::vector<std::pair<double, double>> losses;
-  /// [in_features] float32 on the CPU: the factors s, max |x_j| and max_i |W[i, j]|.
+  /// [in_features] float32 on the CPU: the factors s (what the layer now holds as its
+  /// smooth_factor), max |x_j| and max_i |W[i, j]|.
   at::Tensor factor;
   at::Tensor act_amax;
   at::Tensor weight_amax;
@@ -104,9 +108,9 @@ std::ostream& operator<<(std::ostream& stream, const SmoothQuantReport& report);
 ///      computation) while each such layer records max |x_j| of its input per channel;
 ///   2. s = smooth_quant_factors(max |x|, max_i |W[i, :]|, alpha) with the given alpha, or the
 ///      per-layer best of options.alphas under options.metric;
-///   3. the layer keeps s (QuantLinearImpl::set_smoothing): from then on its input quantizer
-///      observes and quantizes x / s and its weight quantizer W * s (columns), which is exact in
-///      float; its observers are reset and it is left in kObserve.
+///   3. the layer keeps s (QuantLinearImpl::set_smooth_factor): from then on its input
+///      quantizer observes and quantizes x / s and its weight quantizer W * s (columns), which
+///      is exact in float; its observers are reset and it is left in kObserve.
 /// Other prepared modules return to the mode they had. Run tquant::calibrate next (the ranges
 /// of the smoothed layers must be observed again), then convert. Calling smooth_quant again
 /// replaces the factors (the statistics are of the unsmoothed input, so nothing compounds).

@@ -143,7 +143,7 @@ void average_gradients(torch::nn::Module& model, const DistributedGroup& group,
     if (!param.grad().defined()) param.mutable_grad() = at::zeros_like(param);
     grads.push_back(param.grad());
   }
-  const double world = static_cast<double>(group.size());
+  const double world = static_cast<double>(group.world_size());
   for (auto& bucket : buckets_of(grads, bucket_bytes)) {
     auto flat = flatten(bucket);
     group.allreduce(flat, c10d::ReduceOp::SUM, what + " (gradient bucket)");
@@ -163,7 +163,7 @@ std::string find_replica_difference(torch::nn::Module& model, const DistributedG
   const auto all = group.allgather(hashes, what + " (tensor hashes)");
   for (size_t i = 0; i < tensors.size(); ++i) {
     const int64_t reference = all[0].data_ptr<int64_t>()[i];
-    for (int r = 1; r < group.size(); ++r) {
+    for (int r = 1; r < group.world_size(); ++r) {
       if (all[r].data_ptr<int64_t>()[i] != reference) {
         return tensors[i].name + " differs between rank 0 and rank " + std::to_string(r);
       }

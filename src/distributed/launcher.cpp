@@ -46,14 +46,15 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
 std::vector<RankExit> launch_local(const std::vector<std::string>& argv,
                                    const LaunchOptions& options) {
   TORCH_CHECK_VALUE(!argv.empty(), kWhat, ": expected a program to start, got an empty argv");
-  TORCH_CHECK_VALUE(options.nproc() >= 1, kWhat, ": expected nproc >= 1, got ", options.nproc());
+  TORCH_CHECK_VALUE(options.nproc_per_node() >= 1, kWhat, ": expected nproc_per_node >= 1, got ",
+                    options.nproc_per_node());
   TORCH_CHECK_VALUE(options.timeout().count() > 0, kWhat, ": expected a positive timeout, got ",
                     options.timeout().count(), " ms");
   // The store binds a free port now, before any rank starts: no find-a-free-port race.
   c10d::TCPStoreOptions store_options;
   store_options.port = 0;
   store_options.isServer = true;
-  store_options.numWorkers = options.nproc();
+  store_options.numWorkers = options.nproc_per_node();
   store_options.waitWorkers = false;
   store_options.timeout = options.timeout();
   auto store = c10::make_intrusive<c10d::TCPStore>(options.master_addr(), store_options);
@@ -64,13 +65,13 @@ std::vector<RankExit> launch_local(const std::vector<std::string>& argv,
   auto arg_pointers = pointers(args);
   std::vector<std::vector<std::string>> envs;
   std::vector<std::vector<char*>> env_pointers;
-  for (int rank = 0; rank < options.nproc(); ++rank) {
+  for (int rank = 0; rank < options.nproc_per_node(); ++rank) {
     std::vector<std::pair<std::string, std::string>> set = {
         {"RANK", std::to_string(rank)},
         {"LOCAL_RANK", std::to_string(rank)},
         {"GROUP_RANK", "0"},
-        {"WORLD_SIZE", std::to_string(options.nproc())},
-        {"LOCAL_WORLD_SIZE", std::to_string(options.nproc())},
+        {"WORLD_SIZE", std::to_string(options.nproc_per_node())},
+        {"LOCAL_WORLD_SIZE", std::to_string(options.nproc_per_node())},
         {"MASTER_ADDR", options.master_addr()},
         {"MASTER_PORT", port},
         {"TORCHELASTIC_USE_AGENT_STORE", "True"},
@@ -85,7 +86,7 @@ std::vector<RankExit> launch_local(const std::vector<std::string>& argv,
 
   const auto start = std::chrono::steady_clock::now();
   std::vector<pid_t> pids;
-  for (int rank = 0; rank < options.nproc(); ++rank) {
+  for (int rank = 0; rank < options.nproc_per_node(); ++rank) {
     const pid_t pid = fork();
     if (pid == 0) {
       execve(arg_pointers[0], arg_pointers.data(), env_pointers[rank].data());
@@ -100,14 +101,14 @@ std::vector<RankExit> launch_local(const std::vector<std::string>& argv,
     pids.push_back(pid);
   }
 
-  std::vector<RankExit> exits(options.nproc());
-  int running = options.nproc();
-  for (int rank = 0; rank < options.nproc(); ++rank) exits[rank].rank = rank;
-  std::vector<bool> done(options.nproc(), false);
+  std::vector<RankExit> exits(options.nproc_per_node());
+  int running = options.nproc_per_node();
+  for (int rank = 0; rank < options.nproc_per_node(); ++rank) exits[rank].rank = rank;
+  std::vector<bool> done(options.nproc_per_node(), false);
   while (running > 0) {
     const auto elapsed = std::chrono::steady_clock::now() - start;
     const bool late = elapsed > options.timeout();
-    for (int rank = 0; rank < options.nproc(); ++rank) {
+    for (int rank = 0; rank < options.nproc_per_node(); ++rank) {
       if (done[rank]) continue;
       if (late) kill(pids[rank], SIGKILL);
       int status = 0;

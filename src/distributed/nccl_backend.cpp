@@ -1,6 +1,6 @@
 // The only translation unit that includes ProcessGroupNCCL.hpp; compiled with the venv's
-// nvidia/nccl headers in CUDA builds only (TQUANT_HAVE_NCCL). Never run on this project's CPU
-// machines: the NCCL path is exercised only where a GPU is lent.
+// nvidia/nccl headers in CUDA builds only (TQUANT_HAVE_NCCL). Its NCCL path runs only on a
+// machine with a GPU; the CPU test machines never reach it.
 #include "internal.h"
 
 #include <c10/util/Exception.h>

@@ -85,7 +85,7 @@ void check_same_model(torch::nn::Module& model, const DistributedGroup& group,
   std::copy(text.begin(), text.end(), bytes.data_ptr<uint8_t>());
   const auto all = group.allgather(bytes, what + " (model signature)");
   const auto reference = split_lines(all[0].contiguous());
-  for (int r = 1; r < group.size(); ++r) {
+  for (int r = 1; r < group.world_size(); ++r) {
     const auto other = split_lines(all[r].contiguous());
     const size_t common = std::min(reference.size(), other.size());
     for (size_t i = 0; i < common; ++i) {

@@ -111,7 +111,7 @@ void exchange_metadata(std::vector<Entry>& entries, const DistributedGroup& grou
   const auto all = group.allgather(meta, std::string(kWhat) + " (which observers have data)");
   for (int64_t i = 0; i < count; ++i) {
     auto& entry = entries[i];
-    for (int r = 0; r < group.size(); ++r) {
+    for (int r = 0; r < group.world_size(); ++r) {
       const auto* row = all[r].data_ptr<int64_t>() + i * kMetaWidth;
       std::vector<int64_t> shape(row + 2, row + 2 + row[1]);
       entry.rank_bins.push_back(shape.size() == 2 ? shape[1] : 0);

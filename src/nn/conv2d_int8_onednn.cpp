@@ -131,6 +131,8 @@ Conv2dInt8Weight pack_conv2d_int8(const at::Tensor& weight_codes, const at::Tens
   Conv2dInt8Weight result;
   result.weight_scale = weight_scale.to(at::kCPU, at::kFloat).contiguous();
   result.weight_codes = weight_codes.contiguous();
+  result.weight_code_minus_128 =
+      result.weight_codes.numel() > 0 && result.weight_codes.min().item<int64_t>() < -127;
   result.weight_zero_point = at::zeros({weight_codes.size(0)}, at::kLong);
   result.input_scale = input_scale;
   result.input_zero_point = input_zero_point;
@@ -164,7 +166,11 @@ namespace {
 at::Tensor conv2d_int8_exact_float(const at::Tensor& input_codes, const Conv2dInt8Weight& weight,
                                    const at::Tensor& bias) {
   const at::Tensor& w = weight.weight_codes;
-  const at::ScalarType dtype = exact_codes_dtype(w.size(1) * w.size(2) * w.size(3));
+  // exact_codes_dtype bounds each product by 127 * 127; a -128 weight code makes it 127 * 128,
+  // which the same bound covers for ceil(k * 128 / 127) terms.
+  const int64_t k = w.size(1) * w.size(2) * w.size(3);
+  const at::ScalarType dtype =
+      exact_codes_dtype(weight.weight_code_minus_128 ? k + (k + 126) / 127 : k);
   const at::Tensor x = input_codes.to(dtype).sub_(static_cast<double>(weight.input_zero_point));
   at::Tensor y = at::conv2d(x, w.to(dtype), {}, weight.stride, weight.padding, weight.dilation,
                             weight.groups)

@@ -48,6 +48,9 @@ bool conv2d_int8_onednn_available();
 struct Conv2dInt8Weight {
   at::Tensor packed;             ///< opaque oneDNN tensor (int8, blocked layout)
   at::Tensor weight_codes;       ///< int8 [out, in / groups, kh, kw], for the exact float path
+  /// Some weight code is -128 (a symmetric spec without narrow_range): the exact float path
+  /// bounds its products by 127 * 128 instead of 127 * 127.
+  bool weight_code_minus_128 = false;
   at::Tensor weight_scale;       ///< float32 [out_channels]
   at::Tensor weight_zero_point;  ///< int64 zeros [out_channels] (symmetric weights)
   double input_scale = 1.0;

@@ -82,10 +82,10 @@ at::Tensor linear_int8_gemm(const at::Tensor& x, std::optional<double> input_sca
                                       weights.block_cols);
     at::Tensor yb;
     if (cpu) {
-      const c10::optional<at::Tensor> cb =
-          piece_bias ? c10::optional<at::Tensor>(*piece_bias) : c10::nullopt;
-      const c10::optional<at::Tensor> cm =
-          mb.defined() ? c10::optional<at::Tensor>(mb) : c10::nullopt;
+      const std::optional<at::Tensor> cb =
+          piece_bias ? std::optional<at::Tensor>(*piece_bias) : std::nullopt;
+      const std::optional<at::Tensor> cm =
+          mb.defined() ? std::optional<at::Tensor>(mb) : std::nullopt;
       yb = input_scale
                ? int8_linear_static(xb, *input_scale, weights.packed[b], cb, cm, gelu_in_piece)
                : int8_linear_dynamic(xb, weights.packed[b], cb, cm);

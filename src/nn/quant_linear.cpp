@@ -152,6 +152,42 @@ at::Tensor QuantLinearImpl::forward_linear(const at::Tensor& input) {
   return F::linear(x, w, bias);
 }
 
+// Why the quantizers' formats have no integer kernel, or "". The INT8 GEMMs take narrow-range
+// int8 codes only: a -128 weight code would break the 1040-term exact float32 route
+// (127 * 128 * 1040 > 2^24) and the saturation bounds the CPU paths are checked against.
+std::string QuantLinearImpl::spec_blocker() const {
+  // Weight-only: detail::weight_codes names the storage it lacks.
+  if (weight_quantizer.is_empty() || input_quantizer.is_empty()) return "";
+  const QuantSpec& weight_spec = weight_quantizer->observer_ref().quant_spec();
+  const QuantSpec& input_spec = input_quantizer->observer_ref().quant_spec();
+  const bool dynamic = input_quantizer->options.dynamic();
+  const bool int8_weight = detail::is_int8_gemm_spec(weight_spec) &&
+                           weight_spec.granularity() != Granularity::kPerBlock;
+  const bool int4_weight = is_int4_gemm_weight_spec(weight_spec) && !dynamic;
+  if (detail::is_int8_gemm_spec(input_spec) &&
+      input_spec.granularity() == Granularity::kPerTensor && (int8_weight || int4_weight)) {
+    return "";
+  }
+  std::string hint;
+  for (const QuantSpec* spec : {&input_spec, &weight_spec}) {
+    if (spec->dtype() == QuantDtype::kInt8 && spec->symmetric() && !spec->narrow_range()) {
+      hint = " (" + std::string(spec == &input_spec ? "input" : "weight") +
+             " spec without narrow_range(true): QuantSpec defaults to false, every preset sets "
+             "it)";
+      break;
+    }
+  }
+  return "no INT8 GEMM for input " + to_string(input_spec) + (dynamic ? " (dynamic)" : "") +
+         " with weight " + to_string(weight_spec) + hint + "; it needs int8 narrow-range "
+         "symmetric per-tensor input and an int8 narrow symmetric per-tensor or per-channel "
+         "weight, or a static input and an int4 narrow symmetric weight";
+}
+
+std::string QuantLinearImpl::convert_note() const {
+  if (mode_ == QuantMode::kConverted || !qconfig_) return "";
+  return spec_blocker();
+}
+
 ConvertResult QuantLinearImpl::convert() {
   if (mode_ == QuantMode::kConverted) return {true, converted_scheme_, ""};
   if (!qconfig_ || mode_ == QuantMode::kFloat) {
@@ -160,24 +196,14 @@ ConvertResult QuantLinearImpl::convert() {
   if (weight_quantizer.is_empty()) {
     return {false, "", "no weight quantizer: nothing to store as integers"};
   }
+  const std::string blocker = spec_blocker();
+  if (!blocker.empty()) return {false, "", blocker + "; stays " + to_string(mode_)};
   const QuantSpec& weight_spec = weight_quantizer->observer_ref().quant_spec();
   LinearScheme kind = LinearScheme::kWeightOnly;
   at::Tensor static_scale;
   if (!input_quantizer.is_empty()) {
-    const QuantSpec& input_spec = input_quantizer->observer_ref().quant_spec();
     const bool dynamic = input_quantizer->options.dynamic();
-    const bool int8_weight = detail::is_int8_gemm_spec(weight_spec) &&
-                             weight_spec.granularity() != Granularity::kPerBlock;
     const bool int4_weight = is_int4_gemm_weight_spec(weight_spec) && !dynamic;
-    if (!detail::is_int8_gemm_spec(input_spec) ||
-        input_spec.granularity() != Granularity::kPerTensor || !(int8_weight || int4_weight)) {
-      return {false, "", "no INT8 GEMM for input " + to_string(input_spec) +
-                             (dynamic ? " (dynamic)" : "") + " with weight " +
-                             to_string(weight_spec) + " (it needs int8 narrow-range symmetric "
-                             "per-tensor input and an int8 narrow symmetric per-tensor or "
-                             "per-channel weight, or a static input and an int4 narrow "
-                             "symmetric weight); stays " + to_string(mode_)};
-    }
     if (dynamic) {
       kind = LinearScheme::kInt8Dynamic;
     } else {
@@ -289,7 +315,7 @@ at::Tensor QuantLinearImpl::converted_forward(const at::Tensor& input) {
 
 // ---- SmoothQuant (tquant/smooth_quant.h) ----
 
-void QuantLinearImpl::set_smoothing(const at::Tensor& factor) {
+void QuantLinearImpl::set_smooth_factor(const at::Tensor& factor) {
   const std::string what = module_name(options);
   TORCH_CHECK_VALUE(mode_ != QuantMode::kConverted, what, ": cannot set SmoothQuant factors of "
                     "a converted module (its integer weight was computed with the factors it "

@@ -8,7 +8,7 @@ ModelOpt's HistogramCalibrator is per tensor only (an axis raises NotImplemented
 each channel gets its own calibrator, fed that channel's slice of every batch; everything
 else (calibrator settings, searches, the intended MSE search) is gen_histogram_golden.py's
 run_case. The ranges grow across batches by a different factor in each channel, which is
-what a per-channel histogram must follow bin for bin (issue 15). Takes a few minutes.
+what a per-channel histogram must follow bin for bin. Takes a few minutes.
 
 Layout of histogram_per_channel.pt:  {case name: {
     "axis":     int64 []                 channel axis of the batches

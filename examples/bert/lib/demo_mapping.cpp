@@ -30,7 +30,7 @@ tquant::QConfig w4a8_per_tensor_qconfig(bool learned) {
   tquant::FakeQuantizeOptions weight(tquant::observer_factory<tquant::MinMaxObserver>(
       tquant::MinMaxObserverOptions(spec)));
   if (learned) weight.learnable(tquant::LearnableScaleOptions());
-  tquant::QConfig qconfig = learned ? tquant::w4a8_lsq_qat_qconfig() : tquant::w4a8_qconfig();
+  tquant::QConfig qconfig = learned ? tquant::w4a8_learnable_qat_qconfig() : tquant::w4a8_qconfig();
   qconfig.weight = tquant::fake_quantize_factory(weight);
   return qconfig;
 }
@@ -40,7 +40,7 @@ tquant::QConfigMapping demo_w4a8_mapping(const std::string& prefix, bool float_a
   tquant::QConfigMapping mapping = demo_int8_mapping(prefix, float_attention);
   // Added after the INT8 key rule with the same pattern, so it wins the tie (qconfig_mapping.h).
   const tquant::QConfig per_channel =
-      learned_scales ? tquant::w4a8_lsq_qat_qconfig() : tquant::w4a8_qconfig();
+      learned_scales ? tquant::w4a8_learnable_qat_qconfig() : tquant::w4a8_qconfig();
   for (const char* linear : {"attention.self.query", "attention.self.key", "attention.self.value",
                              "attention.output.dense", "output.dense"}) {
     mapping.set_module_name_pattern(prefix + "encoder.layer.*." + linear, per_channel);

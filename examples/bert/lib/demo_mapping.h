@@ -24,13 +24,13 @@ tquant::QConfigMapping demo_int8_mapping(const std::string& prefix, bool float_a
 ///                                                  (w4a8_per_tensor_qconfig).
 /// The keys are static too (no converted scheme pairs int4 weights with per-token inputs); the
 /// attention products and the word embeddings stay as in the INT8 mapping.
-/// learned_scales: the same formats with learned scales (LSQ) for QAT: tquant::w4a8_lsq_qat_qconfig()
-/// and w4a8_per_tensor_qconfig(true).
+/// learned_scales: the same formats with learned scales (LSQ) for QAT:
+/// tquant::w4a8_learnable_qat_qconfig() and w4a8_per_tensor_qconfig(true).
 tquant::QConfigMapping demo_w4a8_mapping(const std::string& prefix, bool float_attention = false,
                                          bool learned_scales = false);
 
 /// W4A8 with one int4 weight scale per tensor: the input exactly as tquant::w4a8_qconfig()
-/// (or, learned, as tquant::w4a8_lsq_qat_qconfig()), the weight through a MinMaxObserver with
+/// (or, learned, as tquant::w4a8_learnable_qat_qconfig()), the weight through a MinMaxObserver with
 /// an int4 narrow symmetric per-tensor spec (scale = max |W| / 7), learnable when `learned`.
 /// Converts to the scheme "w4a8" like the per-channel preset.
 tquant::QConfig w4a8_per_tensor_qconfig(bool learned = false);

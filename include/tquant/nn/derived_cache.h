@@ -1,5 +1,9 @@
 #pragma once
 
+// Internal, not part of tquant's API: the module headers include it only for their private
+// members, so it must be installed with them. Anything in tquant::detail may change in any
+// release without deprecation; user code should not name it.
+
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -19,8 +23,8 @@ namespace tquant::detail {
 /// to(device) or any in-place write makes the next get() build again (once, under the lock).
 /// A copy (Module::clone) starts empty: the clone's buffers are new tensors.
 ///
-/// Example (QuantLinear's prepacked int8 weight; called at convert so the first forward finds
-/// it built, and in every forward):
+/// How QuantLinear uses it (its prepacked int8 weight; called at convert so the first forward
+/// finds it built, and in every forward):
 ///   std::shared_ptr<const Int8Weight> w = packed_.get(
 ///       {&weight_int8, &weight_scale}, [&] { return prepare_int8_weight(weight_int8, weight_scale); });
 template <typename T>

@@ -1,5 +1,9 @@
 #pragma once
 
+// Internal, not part of tquant's API: the module headers include it only for their private
+// members, so it must be installed with them. Anything in tquant::detail may change in any
+// release without deprecation; user code should not name it.
+
 #include <cstdint>
 #include <mutex>
 
@@ -16,7 +20,7 @@ namespace tquant::detail {
 /// read; once t has changed (load_state's copy_, to(device), any in-place write) the first get
 /// reads it again, once. Thread-safe; a copy (Module::clone) keeps the value.
 ///
-/// Example (a module with a scale buffer `input_scale`):
+/// How a module uses it (a module with a scale buffer `input_scale`):
 ///   input_scale_host_.set(input_scale);                  // convert / make_converted
 ///   const double s = input_scale_host_.get(input_scale);  // forward: no device sync
 class HostScalar {

@@ -48,6 +48,14 @@ class QuantEmbedding;
 /// the kFakeQuant lookup. The float "weight" parameter is removed. max_norm tables are not
 /// converted (renormalization rewrites the float table).
 ///
+/// Example:
+///   tquant::QuantEmbedding table(torch::nn::EmbeddingOptions(30522, 384));
+///   table->set_qconfig(tquant::weight_only_int8_qconfig());
+///   table->set_mode(tquant::QuantMode::kObserve);     // or let prepare do both
+///   table(token_ids);                                  // the weight quantizer sees the table
+///   table->convert();                                  // int8 rows, "weight_only"
+///   at::Tensor rows = table(token_ids);
+///
 /// Indices on the CPU are checked to lie in [0, num_embeddings) with an error naming the
 /// module; on other devices the check would synchronize, so the kernel's own check reports.
 class QuantEmbeddingImpl : public torch::nn::Cloneable<QuantEmbeddingImpl>, public QuantizableBase {

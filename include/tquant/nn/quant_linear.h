@@ -133,6 +133,7 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   /// quantizer is refused; an unobserved weight quantizer observes the weight first.
   ConvertResult convert() override;
   std::string converted_scheme() const override { return converted_scheme_; }
+  std::string convert_note() const override;
   void make_converted(const std::string& scheme) override;
   /// Builds the int8 weights the GEMM runs on (unpacks int4 codes; prepacks on CPU), reads
   /// the static input scale and derives SmoothQuant's 1 / s.
@@ -165,17 +166,19 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   /// multiplies x by 1 / s inside its activation quantize pass on CPU (one elementwise op before
   /// the fused kernels on CUDA). kFloat ignores the factors (exactly torch::nn::Linear).
   at::Tensor smooth_factor;
-  at::Tensor smoothing() const override { return smooth_factor; }
+  at::Tensor get_smooth_factor() const override { return smooth_factor; }
   /// Sets s (finite, > 0, [in_features]; stored as float32 on the module's device). Refused on a
   /// converted module (its codes were computed with its factors). An undefined tensor is a no-op
   /// on an unsmoothed module and an error on a smoothed one: LibTorch cannot unregister a
   /// buffer, so undo smoothing with factors of ones.
-  void set_smoothing(const at::Tensor& factor) override;
+  void set_smooth_factor(const at::Tensor& factor) override;
   /// `tap` is called with every input forward receives, in every mode, until reset with {}
   /// (smooth_quant's statistics pass). Not state: not saved; clone() copies it.
   void set_input_tap(std::function<void(const at::Tensor&)> tap) { input_tap_ = std::move(tap); }
 
  private:
+  /// Why the quantizers' specs have no integer kernel, or "" (convert and convert_note).
+  std::string spec_blocker() const;
   /// 1 / smooth_factor in float32 on its device, derived once per change of the factors.
   std::shared_ptr<const at::Tensor> smooth_multiplier();
   /// W * s (weight columns times the factors), or weight when not smoothed.

@@ -51,9 +51,15 @@ class Quantizable {
   virtual ConvertResult convert() {
     return {false, "", quant_type_name() + " has no integer kernel; it stays as it is"};
   }
-  /// The scheme of a converted module ("int8_static", "int8_dynamic", "weight_only",
-  /// "weight_only:block=B"); empty unless mode() is kConverted. Saved by save_state.
+  /// The scheme of a converted module ("int8_static", "int8_static+relu", "int8_dynamic",
+  /// "weight_only", "weight_only:block=B", "w4a8", "w4a8:block=B"); empty unless mode() is
+  /// kConverted. Saved by save_state.
   virtual std::string converted_scheme() const { return ""; }
+  /// Why convert() would keep this module simulated with its current QConfig whatever the data
+  /// (its formats have no integer kernel), or "" when they do (or the module cannot tell before
+  /// calibration). prepare reports it (QuantizedModule::convert_note), so a custom QConfig that
+  /// will never convert is seen at once, not after calibration. The default says nothing.
+  virtual std::string convert_note() const { return ""; }
   /// Puts a module (in any mode) into the converted layout of `scheme` with placeholder
   /// values, for load_state to fill: the same tensors, dtypes and shapes that convert() gives.
   virtual void make_converted(const std::string& scheme) {
@@ -69,12 +75,18 @@ class Quantizable {
   /// The per-input-channel SmoothQuant factors s (float32 [in_features], buffer
   /// "smooth_factor"), or an undefined tensor when the module is not smoothed. save_state
   /// records their presence, so load_state re-creates the buffer in a fresh model.
-  virtual at::Tensor smoothing() const { return {}; }
+  virtual at::Tensor get_smooth_factor() const { return {}; }
   /// Sets the factors; an undefined tensor asks for none (QuantLinear: an error once it has
   /// some, as LibTorch cannot unregister buffers). The default supports none.
-  virtual void set_smoothing(const at::Tensor& factor) {
+  virtual void set_smooth_factor(const at::Tensor& factor) {
     TORCH_CHECK_NOT_IMPLEMENTED(!factor.defined(), quant_type_name(),
                                 ": SmoothQuant factors are supported by QuantLinear only");
+  }
+  [[deprecated("use get_smooth_factor()")]] at::Tensor smoothing() const {
+    return get_smooth_factor();
+  }
+  [[deprecated("use set_smooth_factor()")]] void set_smoothing(const at::Tensor& factor) {
+    set_smooth_factor(factor);
   }
 };
 
@@ -95,7 +107,7 @@ class QuantizableBase : public Quantizable {
   /// Changes what forward computes. Refused: leaving kConverted, entering it other than through
   /// convert(), kObserve / kFakeQuant without a QConfig, and what check_module_mode refuses.
   /// Switching to kFakeQuant freezes every quantizer whose observer has seen data (see
-  /// detail::configure_quantizer).
+  /// QuantMode).
   void set_mode(QuantMode mode) override;
   QuantMode mode() const override { return mode_; }
 
