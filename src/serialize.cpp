@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tquant/fake_quantize.h"
+#include "tquant/nn/quant_linear.h"
 #include "tquant/nn/quantizable.h"
 #include "tquant/safetensors.h"
 #include "module_walk.h"
@@ -30,6 +31,9 @@ constexpr const char* kRecipesKey = "quantizers";
 /// Per-module key of a SmoothQuant module: the number of factors (Quantizable::smoothing), so
 /// load_state registers the buffer before copying it.
 constexpr const char* kSmoothKey = "smooth_factors";
+/// Per-QuantLinear key: whether forward applies a fused GELU (QuantLinearImpl::set_fused_gelu).
+/// The flag is not a tensor, and a model that lost it would skip a GELU without an error.
+constexpr const char* kFusedGeluKey = "fused_gelu";
 /// Differences listed by name in a structure-mismatch error, per kind.
 constexpr size_t kListedDifferences = 5;
 
@@ -102,6 +106,9 @@ json describe_modules(const torch::nn::Module& model) {
     if (!recipes.empty()) entry[kRecipesKey] = recipes;
     const at::Tensor smooth_factor = quantizable->get_smooth_factor();
     if (smooth_factor.defined()) entry[kSmoothKey] = smooth_factor.numel();
+    if (const auto* linear = dynamic_cast<const QuantLinearImpl*>(item.value().get())) {
+      entry[kFusedGeluKey] = linear->fused_gelu();
+    }
     modules[file_key(item.key())] = entry;
   }
   return modules;
@@ -122,6 +129,25 @@ struct ModulePlan {
   const torch::nn::Module* old = nullptr;
   torch::nn::AnyModule twin;
 };
+
+/// A QuantLinear's fused GELU must be the file's (files written before the key existed are not
+/// checked). The model's own module must already have it: its class decides whether forward
+/// applies GELU itself. A twin that load_state puts into a container takes the file's flag.
+void check_fused_gelu(const json& entry, ModulePlan& step, const std::string& key,
+                      const std::string& what) {
+  auto* linear = dynamic_cast<QuantLinearImpl*>(step.module.get());
+  if (linear == nullptr || !entry.contains(kFusedGeluKey)) return;
+  const bool saved = entry.at(kFusedGeluKey).get<bool>();
+  if (step.container != nullptr) {
+    linear->set_fused_gelu(saved);
+    return;
+  }
+  TORCH_CHECK_VALUE(saved == linear->fused_gelu(), what, ": module '", key, "' was saved ",
+                    saved ? "with" : "without", " a fused GELU but has ",
+                    linear->fused_gelu() ? "one" : "none", " in the model; call ",
+                    "set_fused_gelu(", saved ? "true" : "false", ") on it before load_state, as "
+                    "the saved model did (the flag changes what forward computes)");
+}
 
 /// The QConfig whose factories rebuild the recorded quantizers: the weight factory from
 /// "weight_quantizer", the activation factory from the others (all built by one factory).
@@ -252,6 +278,7 @@ void load_state(torch::nn::Module& model, const std::string& path) {
     step.mode = *mode;
     step.scheme = entry.value("scheme", "");
     step.smooth_factors = entry.value(kSmoothKey, int64_t{0});
+    check_fused_gelu(entry, step, key, what);
     if (quantizable.mode() == QuantMode::kConverted) {
       TORCH_CHECK_VALUE(*mode == QuantMode::kConverted &&
                             step.scheme == quantizable.converted_scheme(),

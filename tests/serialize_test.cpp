@@ -422,3 +422,44 @@ TEST(Serialize, SharedGridHistogramsKeepTheirGridThroughTheRecipe) {
   EXPECT_EQ(histogram.options.grid(), HistogramGrid::kShared);
   EXPECT_TRUE(same_state(snapshot(*plain), snapshot(*saved)));
 }
+
+TEST(Serialize, FusedGeluIsRecordedAndAMissingOneIsNamed) {
+  TwoLayer saved = converted_model(23);
+  saved->fc1->set_fused_gelu(true);
+  const std::string path = temp_path("fused_gelu.safetensors");
+  save_state(*saved, path);
+
+  // A fresh model without the flag would skip the GELU: refused, naming the module and the fix.
+  torch::manual_seed(99);
+  TwoLayer plain(8, 16, 3);
+  const auto before = snapshot(*plain);
+  try {
+    load_state(*plain, path);
+    FAIL() << "expected load_state to refuse a model without the fused GELU";
+  } catch (const c10::ValueError& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("'fc1' was saved with a fused GELU"), std::string::npos) << message;
+    EXPECT_NE(message.find("set_fused_gelu(true)"), std::string::npos) << message;
+  }
+  EXPECT_TRUE(same_state(snapshot(*plain), before));
+
+  // Built as the saved one was, it loads and computes the same outputs.
+  TwoLayer fresh(8, 16, 3);
+  fresh->fc1->set_fused_gelu(true);
+  load_state(*fresh, path);
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({5, 8});
+  EXPECT_TRUE(torch::equal(fresh(x), saved(x)));
+}
+
+TEST(QuantLinearInput, IntegerInputIsRefusedWithTheModuleName) {
+  QuantLinear layer(4, 2);
+  try {
+    layer(torch::ones({3, 4}, torch::kInt64));
+    FAIL() << "expected an integer input to be refused";
+  } catch (const c10::ValueError& error) {
+    EXPECT_NE(std::string(error.what()).find("expected a floating-point input, got Long"),
+              std::string::npos)
+        << error.what();
+  }
+}

@@ -128,6 +128,8 @@ void QuantLinearImpl::check_input(const at::Tensor& input) const {
   TORCH_CHECK(input.dim() >= 1 && input.size(-1) == options.in_features(), module_name(options),
               ": expected input of shape [..., ", options.in_features(),
               "] (last dimension = in_features), got shape ", input.sizes());
+  TORCH_CHECK_VALUE(at::isFloatingType(input.scalar_type()), module_name(options),
+                    ": expected a floating-point input, got ", input.scalar_type());
 }
 
 at::Tensor QuantLinearImpl::forward(const at::Tensor& input) {

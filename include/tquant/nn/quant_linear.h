@@ -109,8 +109,9 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl>, public Qua
   /// GELU runs inside the INT8 GEMM's epilogue ("int8_static" and "w4a8" on CPU: a oneDNN
   /// post-op; on CUDA: the fused dequantize kernel), with no extra pass over the output; other
   /// schemes apply at::gelu after. Part of the model's structure, like its layers: set it where
-  /// the model is built (the parent then does not apply GELU itself); it is copied by clone()
-  /// and not saved by save_state.
+  /// the model is built (the parent then does not apply GELU itself); it is copied by clone().
+  /// save_state records it, and load_state refuses a model whose flag differs from the file's
+  /// (a twin that load_state puts into a container takes the file's flag).
   ///
   /// Example:
   ///   tquant::QuantLinear up(torch::nn::LinearOptions(384, 1536));
