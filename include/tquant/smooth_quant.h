@@ -61,8 +61,10 @@ using SmoothQuantMetric = std::function<double(const SmoothQuantTrial&)>;
 double smooth_quant_mse(const SmoothQuantTrial& trial);
 
 struct SmoothQuantOptions {
-  /// Migration strength when `alphas` is empty: 0 leaves the activations as they are, 1 moves
-  /// their whole range into the weight. 0.5 is the paper's default.
+  /// Migration strength when `alphas` is empty, in s_j = max|x_j|^alpha / max|W_j|^(1-alpha):
+  /// 0 scales each weight column to max 1 (and multiplies x_j by max|W_j|), 1 scales each
+  /// activation channel to max 1 (its whole range moves into the weight). 0.5 is the paper's
+  /// default.
   TORCH_ARG(double, alpha) = 0.5;
   /// Per-layer search: every layer tries each alpha and keeps the one with the lowest
   /// metric (the first on ties). Empty: every layer uses `alpha`.
