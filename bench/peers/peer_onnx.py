@@ -39,23 +39,10 @@ def _export(model_dir, path, seq_len):
     import warnings
 
     import torch
-    import transformers
-    from transformers import BertModel
 
-    transformers.logging.set_verbosity_error()  # the unused pooler weights are expected
-    transformers.logging.disable_progress_bar()
-    model = BertModel.from_pretrained(model_dir, add_pooling_layer=False,
-                                      attn_implementation="eager").eval()
+    from peer_systems import encoder_module
 
-    class Encoder(torch.nn.Module):
-        def __init__(self, bert):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state
-
+    encoder = encoder_module(model_dir, "eager")
     ids = torch.ones(2, seq_len, dtype=torch.int64)
     mask = torch.ones_like(ids)
     mask[1, seq_len // 2:] = 0  # a padded row, so the mask path is traced as used
@@ -63,7 +50,7 @@ def _export(model_dir, path, seq_len):
     axes = {name: {0: "batch", 1: "sequence"} for name in names + ["last_hidden_state"]}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow
-        torch.onnx.export(Encoder(model), (ids, mask, torch.zeros_like(ids)), path,
+        torch.onnx.export(encoder, (ids, mask, torch.zeros_like(ids)), path,
                           input_names=names, output_names=["last_hidden_state"],
                           dynamic_axes=axes, opset_version=17, dynamo=False)
 

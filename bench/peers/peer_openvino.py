@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from peer_systems import System
+from peer_systems import FeedSystem, encoder_module
 
 
 def _stamp(model_dir, calibration_rows):
@@ -33,28 +33,6 @@ def _stamp(model_dir, calibration_rows):
             "torch": torch.__version__, "transformers": transformers.__version__,
             "openvino": openvino.__version__, "nncf": nncf.__version__,
             "calibration_rows": calibration_rows, "recipe": 1}
-
-
-def _encoder(model_dir):
-    import torch
-    import transformers
-    from transformers import BertModel
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    bert = BertModel.from_pretrained(model_dir, add_pooling_layer=False,
-                                     attn_implementation="sdpa").eval()
-
-    class Encoder(torch.nn.Module):
-        def __init__(self, bert):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state
-
-    return Encoder(bert)
 
 
 def build(model_dir, work_dir, calibration, log):
@@ -77,7 +55,7 @@ def build(model_dir, work_dir, calibration, log):
     ids = torch.ones(2, 16, dtype=torch.int64)
     example = (ids, torch.ones_like(ids), torch.zeros_like(ids))
     with torch.no_grad():
-        model = ov.convert_model(_encoder(model_dir), example_input=example,
+        model = ov.convert_model(encoder_module(model_dir, "sdpa"), example_input=example,
                                  input=[("input_ids", [-1, -1], ov.Type.i64),
                                         ("attention_mask", [-1, -1], ov.Type.i64),
                                         ("token_type_ids", [-1, -1], ov.Type.i64)])
@@ -113,7 +91,7 @@ def count_int8_ops(path):
                if op.get_type_name() == "FakeQuantize")
 
 
-class OpenVinoSystem(System):
+class OpenVinoSystem(FeedSystem):
     """One compiled OpenVINO CPU model: f32 precision hint, N threads, one stream, latency."""
 
     pads = True  # computes every position of the padded batch
@@ -128,22 +106,5 @@ class OpenVinoSystem(System):
         self.compiled = core.compile_model(core.read_model(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
 
-    def _forward(self, ids, mask):
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    def _run(self, feed):
         return self.request.infer(feed)[0].copy()
-
-    def add_input(self, name, ids, mask):
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        self.inputs[name] = {"ids": ids, "mask": mask, "feed": feed}
-
-    def time(self, name, reps):
-        feed = self.inputs[name]["feed"]
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            self.request.infer(feed)
-            times.append((time.perf_counter() - start) * 1e3)
-        return times
-
-    def embed(self, name, batch):
-        return self._embed_with(name, batch, self._forward)

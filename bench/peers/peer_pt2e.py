@@ -13,22 +13,20 @@ Batch and sequence are dynamic dimensions of the export; torch.compile specializ
 the first time it sees one (the warm-up forwards pay for that, the timed ones do not).
 """
 
-import time
 
-import numpy as np
 
-from peer_systems import System
+from peer_systems import TorchSystem
 
 
 def _export(model_dir):
     import torch
 
-    from peer_openvino import _encoder
+    from peer_systems import encoder_module
 
     ids = torch.ones(2, 16, dtype=torch.int64)
     batch, seq = torch.export.Dim("batch", max=1024), torch.export.Dim("seq", max=512)
     dims = {name: {0: batch, 1: seq} for name in ("input_ids", "attention_mask", "token_type_ids")}
-    return torch.export.export(_encoder(model_dir), (ids, torch.ones_like(ids),
+    return torch.export.export(encoder_module(model_dir, "sdpa"), (ids, torch.ones_like(ids),
                                                      torch.zeros_like(ids)),
                                dynamic_shapes=dims, strict=True)
 
@@ -64,39 +62,14 @@ def build(model_dir, calibration, log):
     return torch.compile(fp32), torch.compile(converted)
 
 
-class Pt2eSystem(System):
-    """A torch.compile'd exported encoder; calls under no_grad (inference_mode breaks freezing's
-    constant folding in some versions, no_grad is PyTorch's documented way)."""
+class Pt2eSystem(TorchSystem):
+    """A torch.compile'd exported encoder (positional inputs), called under no_grad, as
+    PyTorch's PT2E guide runs it with inductor's freezing."""
 
     pads = True
 
-    def __init__(self, name, label, module, reference=None):
-        super().__init__(name, label, reference)
-        self.module = module
-
-    def _run(self, ids, mask):
+    def _forward(self, ids, mask):
         import torch
 
         with torch.no_grad():
-            return self.module(ids, mask, torch.zeros_like(ids))
-
-    def add_input(self, name, ids, mask):
-        import torch
-
-        self.inputs[name] = {"ids": ids, "mask": mask, "t_ids": torch.from_numpy(ids),
-                             "t_mask": torch.from_numpy(mask)}
-
-    def time(self, name, reps):
-        ids, mask = self.inputs[name]["t_ids"], self.inputs[name]["t_mask"]
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            self._run(ids, mask)
-            times.append((time.perf_counter() - start) * 1e3)
-        return times
-
-    def embed(self, name, batch):
-        import torch
-
-        return self._embed_with(name, batch, lambda i, m: self._run(
-            torch.from_numpy(i), torch.from_numpy(m)).numpy())
+            return self.model(ids, mask, torch.zeros_like(ids))

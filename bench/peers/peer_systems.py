@@ -32,6 +32,15 @@ class System:
         self.name, self.label, self.reference = name, label, reference
         self.inputs = {}
 
+    def time(self, name, reps):
+        """Wall ms of each of `reps` calls of _call(name) (the forward on a prepared input)."""
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            self._call(name)
+            times.append((time.perf_counter() - start) * 1e3)
+        return times
+
     def _embed_with(self, name, batch, forward):
         ids, mask = self.inputs[name]["ids"], self.inputs[name]["mask"]
         parts = [mean_pool_normalize(forward(ids[s:s + batch], mask[s:s + batch]),
@@ -60,20 +69,44 @@ class TorchSystem(System):
         self.inputs[name] = {"ids": ids, "mask": mask, "t_ids": torch.from_numpy(ids),
                              "t_mask": torch.from_numpy(mask)}
 
-    def time(self, name, reps):
-        ids, mask = self.inputs[name]["t_ids"], self.inputs[name]["t_mask"]
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            self._forward(ids, mask)
-            times.append((time.perf_counter() - start) * 1e3)
-        return times
+    def _call(self, name):
+        self._forward(self.inputs[name]["t_ids"], self.inputs[name]["t_mask"])
 
     def embed(self, name, batch):
         import torch
 
         return self._embed_with(name, batch, lambda i, m: self._forward(
             torch.from_numpy(i), torch.from_numpy(m)).numpy())
+
+
+def load_bert(model_dir, attention):
+    """transformers' BertModel from the local safetensors, no pooler, in eval mode;
+    attention: "sdpa" or "eager"."""
+    import transformers
+    from transformers import BertModel
+
+    transformers.logging.set_verbosity_error()  # the unused pooler weights are expected
+    transformers.logging.disable_progress_bar()
+    return BertModel.from_pretrained(model_dir, add_pooling_layer=False,
+                                     attn_implementation=attention).eval()
+
+
+def encoder_module(model_dir, attention):
+    """The encoder as a module with positional inputs (input_ids, attention_mask,
+    token_type_ids) -> last_hidden_state, as exporters take it (transformers 5 refuses the
+    positional call: "multiple values for argument 'use_cache'")."""
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state
+
+    return Encoder(load_bert(model_dir, attention))
 
 
 def torch_models(model_dir):
@@ -83,13 +116,8 @@ def torch_models(model_dir):
     import warnings
 
     import torch
-    import transformers
-    from transformers import BertModel
 
-    transformers.logging.set_verbosity_error()  # the unused pooler weights are expected
-    transformers.logging.disable_progress_bar()
-    fp32 = BertModel.from_pretrained(model_dir, add_pooling_layer=False,
-                                     attn_implementation="sdpa").eval()
+    fp32 = load_bert(model_dir, "sdpa")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecated since torch 2.10, still shipped in 2.11
         int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear},
@@ -97,7 +125,23 @@ def torch_models(model_dir):
     return fp32, int8
 
 
-class OrtSystem(System):
+class FeedSystem(System):
+    """A system fed numpy arrays by input name (ONNX Runtime, OpenVINO): subclasses define
+    _run(feed) -> last_hidden_state."""
+
+    def add_input(self, name, ids, mask):
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        self.inputs[name] = {"ids": ids, "mask": mask, "feed": feed}
+
+    def _call(self, name):
+        self._run(self.inputs[name]["feed"])
+
+    def embed(self, name, batch):
+        return self._embed_with(name, batch, lambda ids, mask: self._run(
+            {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}))
+
+
+class OrtSystem(FeedSystem):
     """One ONNX Runtime CPU session: intra-op 2, inter-op 1, sequential, all graph optimizations."""
 
     def __init__(self, name, label, path, threads, reference=None):
@@ -111,25 +155,8 @@ class OrtSystem(System):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
-    def _forward(self, ids, mask):
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    def _run(self, feed):
         return self.session.run(["last_hidden_state"], feed)[0]
-
-    def add_input(self, name, ids, mask):
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        self.inputs[name] = {"ids": ids, "mask": mask, "feed": feed}
-
-    def time(self, name, reps):
-        feed = self.inputs[name]["feed"]
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            self.session.run(["last_hidden_state"], feed)
-            times.append((time.perf_counter() - start) * 1e3)
-        return times
-
-    def embed(self, name, batch):
-        return self._embed_with(name, batch, self._forward)
 
 
 class TquantServer:
